@@ -1,0 +1,87 @@
+"""trackkit: write tracking and model-registry code once; run it on MLflow, W&B or Neptune.
+
+Choose the backend with ``TRACKKIT_BACKEND`` (default ``mlflow``)::
+
+    import trackkit
+
+    tracker = trackkit.get_tracker()
+    with tracker.start_run(experiment="demo") as run:
+        run.log_params({"model": {"alpha": 0.1}})
+        run.log_metric("rmse", 6.4)
+
+Importing trackkit imports no SDK and loads no plugin; both happen on first use.
+"""
+
+from __future__ import annotations
+
+from trackkit.entities import ModelRef, ModelVersion, RunInfo
+from trackkit.errors import (
+    BackendError,
+    InvalidInput,
+    MissingDependencyError,
+    NotFound,
+    TrackkitError,
+    TrackkitWarning,
+    UnknownBackendError,
+    UnsupportedOperation,
+)
+from trackkit.fluent import (
+    active_run,
+    end_run,
+    get_default_tracker,
+    log_artifact,
+    log_metric,
+    log_metrics,
+    log_model,
+    log_param,
+    log_params,
+    set_tag,
+    set_tags,
+    set_tracker,
+    start_run,
+)
+from trackkit.hookspecs import hookimpl
+from trackkit.tracker import Run, Tracker, get_tracker
+
+__version__ = "0.1.0"
+
+
+def available_backends() -> list[str]:
+    """The names of every registered backend (loads plugins, imports no SDK)."""
+    from trackkit.plugins import get_plugin_manager
+
+    return list(get_plugin_manager().backends())
+
+
+__all__ = [
+    "BackendError",
+    "InvalidInput",
+    "MissingDependencyError",
+    "ModelRef",
+    "ModelVersion",
+    "NotFound",
+    "Run",
+    "RunInfo",
+    "Tracker",
+    "TrackkitError",
+    "TrackkitWarning",
+    "UnknownBackendError",
+    "UnsupportedOperation",
+    "__version__",
+    "active_run",
+    "available_backends",
+    "end_run",
+    "get_default_tracker",
+    "get_tracker",
+    "hookimpl",
+    "log_artifact",
+    "log_metric",
+    "log_metrics",
+    "log_model",
+    "log_param",
+    "log_params",
+    "set_tag",
+    "set_tags",
+    "set_tracker",
+    "start_run",
+]

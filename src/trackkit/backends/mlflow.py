@@ -1,0 +1,345 @@
+"""The MLflow backend: runs, batches, artifacts, MLflow model flavors and the alias registry.
+
+Default store: ``sqlite:///mlflow.db`` in the current directory (MLflow 3's file store is
+deprecated); ``MLFLOW_TRACKING_URI`` or the ``tracking_uri`` option choose another, including
+``http(s)://`` tracking servers. Models are logged with MLflow's own flavors, so MLflow's UI,
+``mlflow.pyfunc.load_model`` and ``models:/<name>@<alias>`` URIs work on them. The registry uses
+aliases, never the deprecated stages.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trackkit import hookimpl
+from trackkit._lazy import import_sdk
+from trackkit._secrets import redact
+from trackkit.backend import Backend, Capabilities, Limits
+from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
+from trackkit.errors import InvalidInput, NotFound
+from trackkit.normalize import value_text
+
+if TYPE_CHECKING:
+    from trackkit.entities import Metric, ParamValue
+
+DEFAULT_DB = "mlflow.db"
+SYSTEM_TAG_PREFIX = "mlflow."
+# MLflow keeps the tracking URI in process globals; trackkit sets it only around the few
+# fluent-only calls (model logging, loading, registration) and restores it afterwards.
+_GLOBAL_URI_LOCK = threading.RLock()
+
+
+def _ms_to_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+class MLflowBackend(Backend):
+    """trackkit on MLflow (``pip install 'trackkit[mlflow]'``).
+
+    Args:
+        tracking_uri: defaults to ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
+            current directory (made absolute, so a later ``chdir`` does not move it).
+        registry_uri: defaults to ``$MLFLOW_REGISTRY_URI``, else the tracking URI.
+    """
+
+    name = "mlflow"
+    extra = "mlflow"
+    sdk = "mlflow"
+    capabilities = Capabilities(
+        artifacts=True,
+        models=True,
+        registry=True,
+        search_runs=True,
+        resume=True,
+        download_artifacts=True,
+    )
+    # mlflow.utils.validation; names follow the portable rule (no ':' as on Windows servers).
+    limits = Limits(
+        key_length=250,
+        param_value_length=6000,
+        tag_value_length=8000,
+        key_invalid_chars=r"[^/\w.\- ]",
+        batch_metrics=1000,
+        batch_params_tags=100,
+        batch_total=1000,
+    )
+
+    def __init__(self, tracking_uri: str | None = None, registry_uri: str | None = None) -> None:
+        self._mlflow = import_sdk("mlflow", extra="mlflow", purpose="the mlflow backend")
+        self.tracking_uri = (
+            tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{Path(DEFAULT_DB).resolve()}"
+        )
+        self.registry_uri = (
+            registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri
+        )
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        self._error = MlflowException
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        self._experiment_names: dict[str, str] = {}
+
+    def describe(self) -> str:
+        return f"mlflow ({redact(self.tracking_uri)})"
+
+    # -- error and URI plumbing ---------------------------------------------------------------
+    @contextmanager
+    def _mapped(self, what: str, missing: bool = False) -> Iterator[None]:
+        """Turn MLflow's not-found and bad-parameter errors into trackkit's."""
+        try:
+            yield
+        except self._error as e:
+            code = getattr(e, "error_code", "")
+            text = redact(getattr(e, "message", str(e)))
+            if code == "RESOURCE_DOES_NOT_EXIST" or (missing and "not found" in text.lower()):
+                raise NotFound(f"{what}: {text}") from e
+            if code == "INVALID_PARAMETER_VALUE":
+                raise InvalidInput(f"{what}: {text}") from e
+            raise
+
+    @contextmanager
+    def _global_uris(self) -> Iterator[None]:
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        with _GLOBAL_URI_LOCK:
+            saved_env = {
+                k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+            }
+            saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+            self._mlflow.set_tracking_uri(self.tracking_uri)
+            self._mlflow.set_registry_uri(self.registry_uri)
+            try:
+                yield
+            finally:
+                tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+                for key, value in saved_env.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+    # -- runs ---------------------------------------------------------------------------------
+    def _experiment_id(self, name: str) -> str:
+        with self._mapped(f"experiment {name!r}"):
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                try:
+                    return self.client.create_experiment(name)
+                except self._error:  # created meanwhile by another process
+                    found = self.client.get_experiment_by_name(name)
+                    if found is None:
+                        raise
+            if found.lifecycle_stage == "deleted":
+                raise InvalidInput(
+                    f"experiment {name!r} is deleted in MLflow; restore it "
+                    "(mlflow experiments restore) or use another name"
+                )
+            return str(found.experiment_id)
+
+    def _experiment_name(self, experiment_id: str) -> str:
+        if experiment_id not in self._experiment_names:
+            self._experiment_names[experiment_id] = self.client.get_experiment(experiment_id).name
+        return self._experiment_names[experiment_id]
+
+    def start_run(self, experiment: str | None, name: str | None, run_id: str | None) -> RunHandle:
+        if run_id is not None:
+            with self._mapped(f"run {run_id!r}"):
+                run = self.client.get_run(run_id)
+            actual = self._experiment_name(run.info.experiment_id)
+            if experiment is not None and experiment != actual:
+                raise InvalidInput(
+                    f"run {run_id} belongs to experiment {actual!r}, not {experiment!r}"
+                )
+            if run.info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            return RunHandle(
+                id=run_id,
+                name=run.info.run_name,
+                experiment=actual,
+                params=dict(run.data.params),
+                last_steps={m.key: m.step for m in run.data._metric_objs},
+            )
+        assert experiment is not None
+        from mlflow.tracking.context.registry import resolve_tags
+
+        run = self.client.create_run(
+            self._experiment_id(experiment), run_name=name, tags=resolve_tags()
+        )
+        return RunHandle(id=run.info.run_id, name=run.info.run_name, experiment=experiment)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def log_batch(
+        self,
+        run_id: str,
+        params: Sequence[tuple[str, ParamValue]],
+        metrics: Sequence[Metric],
+        tags: Sequence[tuple[str, str]],
+    ) -> None:
+        from mlflow.entities import Metric as MlflowMetric
+        from mlflow.entities import Param, RunTag
+
+        with self._mapped(f"log to run {run_id}"):
+            self.client.log_batch(
+                run_id,
+                metrics=[MlflowMetric(m.key, m.value, m.timestamp, m.step) for m in metrics],
+                params=[Param(k, value_text(v)) for k, v in params],
+                tags=[RunTag(k, v) for k, v in tags],
+            )
+
+    def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None) -> None:
+        self.client.log_artifact(run_id, str(local_path), artifact_path)
+
+    def download_artifacts(self, run_id: str, path: str, dst: Path) -> Path:
+        if path:
+            parent = path.rpartition("/")[0] or None
+            with self._mapped(f"run {run_id!r}"):
+                listed = {a.path for a in self.client.list_artifacts(run_id, parent)}
+            if path not in listed:
+                raise NotFound(f"run {run_id} has no artifact {path!r}")
+        local = self._mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=self.tracking_uri
+        )
+        return Path(local)
+
+    def _run_info(self, run: Any) -> RunInfo:
+        return RunInfo(
+            id=run.info.run_id,
+            name=run.info.run_name,
+            experiment=self._experiment_name(run.info.experiment_id),
+            status=run.info.status,
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            tags={k: v for k, v in run.data.tags.items() if not k.startswith(SYSTEM_TAG_PREFIX)},
+            start_time=_ms_to_datetime(run.info.start_time),
+            end_time=_ms_to_datetime(run.info.end_time),
+        )
+
+    def get_run(self, run_id: str) -> RunInfo:
+        with self._mapped(f"run {run_id!r}"):
+            return self._run_info(self.client.get_run(run_id))
+
+    def search_runs(
+        self,
+        experiments: Sequence[str],
+        filter: str | None,
+        order_by: Sequence[str] | None,
+        max_results: int,
+    ) -> list[RunInfo]:
+        ids = []
+        for name in experiments:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise NotFound(f"no MLflow experiment named {name!r}")
+            ids.append(found.experiment_id)
+        with self._mapped("search_runs"):
+            runs = self.client.search_runs(
+                ids,
+                filter_string=filter or "",
+                max_results=max_results,
+                order_by=list(order_by) if order_by else None,
+            )
+        return [self._run_info(r) for r in runs]
+
+    # -- models -------------------------------------------------------------------------------
+    def _flavor_module(self, flavor: str) -> Any:
+        return import_sdk(f"mlflow.{flavor}", extra="ml", purpose=f"MLflow's {flavor} flavor")
+
+    def log_model(self, run_id: str, model: Any, name: str, flavor: str) -> ModelRef:
+        if "/" in name:
+            raise InvalidInput(f"MLflow model names cannot contain '/', got {name!r}")
+        from trackkit.models import requirements
+
+        module = self._flavor_module(flavor)
+        # Pinning requirements ourselves skips MLflow's inference, which loads the model in a
+        # subprocess and costs seconds per call.
+        pins = requirements(model, flavor)
+        with self._global_uris():
+            info = module.log_model(model, name=name, run_id=run_id, pip_requirements=pins)
+        return ModelRef(
+            run_id=run_id, name=name, uri=info.model_uri, flavor=flavor, backend=self.name
+        )
+
+    def load_model(self, uri: str) -> Any:
+        with self._global_uris(), self._mapped(f"model {uri!r}", missing=True):
+            flavors = self._mlflow.models.get_model_info(uri).flavors
+            for flavor in ("xgboost", "sklearn"):
+                if flavor in flavors:
+                    return self._flavor_module(flavor).load_model(uri)
+            return self._mlflow.pyfunc.load_model(uri)
+
+    def load_model_version(self, version: ModelVersion) -> Any:
+        return self.load_model(f"models:/{version.name}/{version.version}")
+
+    # -- registry -----------------------------------------------------------------------------
+    def _version(self, mv: Any) -> ModelVersion:
+        return ModelVersion(
+            name=mv.name,
+            version=int(mv.version),
+            aliases=tuple(sorted(mv.aliases or ())),
+            run_id=mv.run_id or None,
+            source=mv.source,
+            description=mv.description or None,
+            created_at=_ms_to_datetime(mv.creation_timestamp),
+        )
+
+    def create_model_version(
+        self, name: str, source: str, run_id: str | None, description: str | None
+    ) -> ModelVersion:
+        with self._global_uris(), self._mapped(f"register {source!r} as {name!r}", missing=True):
+            mv = self._mlflow.register_model(source, name)
+        if description:
+            return self.update_model_version(name, int(mv.version), description)
+        return self.get_model_version(name, int(mv.version))
+
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        with self._mapped(f"version {version} of {name!r}", missing=True):
+            return self._version(self.client.get_model_version(name, str(version)))
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        with self._mapped(f"{name}@{alias}", missing=True):
+            return self._version(self.client.get_model_version_by_alias(name, alias))
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        with self._mapped(f"registered model {name!r}", missing=True):
+            self.client.get_registered_model(name)
+            found, token = [], None
+            while True:
+                page = self.client.search_model_versions(
+                    f"name = '{name}'", max_results=1000, page_token=token
+                )
+                found.extend(self._version(mv) for mv in page)
+                token = page.token
+                if not token:
+                    return found
+
+    def set_model_alias(self, name: str, alias: str, version: int) -> None:
+        with self._mapped(f"version {version} of {name!r}", missing=True):
+            self.client.get_model_version(name, str(version))
+            self.client.set_registered_model_alias(name, alias, str(version))
+
+    def delete_model_alias(self, name: str, alias: str) -> None:
+        with self._mapped(f"{name}@{alias}", missing=True):
+            self.client.get_model_version_by_alias(name, alias)
+            self.client.delete_registered_model_alias(name, alias)
+
+    def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
+        with self._mapped(f"version {version} of {name!r}", missing=True):
+            return self._version(
+                self.client.update_model_version(name, str(version), description=description)
+            )
+
+
+@hookimpl
+def trackkit_register_backends() -> list[type[Backend]]:
+    return [MLflowBackend]

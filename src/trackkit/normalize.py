@@ -1,0 +1,321 @@
+"""One normalization pipeline for every backend: flattening, key and value rules, limits.
+
+Every rule here either normalizes in a documented way (docs/concepts.md, "Normalization") or
+raises :class:`~trackkit.errors.InvalidInput` naming the key or value. Inputs are never
+mutated: every function builds new objects.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import math
+import numbers
+import posixpath
+import re
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+from trackkit.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from trackkit.backend import Limits
+    from trackkit.entities import ParamValue
+
+SEP = "."
+TRUNCATION_MARKER = "...[truncated by trackkit; full value in artifact {path}]"
+LONG_VALUES_DIR = "trackkit/long_values"
+MAX_STEP = 2**63 - 1
+_ALIAS = re.compile(r"^[A-Za-z0-9_\-]+$")
+_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_MODEL_NAME_FORBIDDEN = re.compile(r"[/@:'\"]")
+MAX_ALIAS_LENGTH = 255
+MAX_MODEL_NAME_LENGTH = 255
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _numpy_item(value: Any) -> Any:
+    """A numpy scalar or 0-d array as the equivalent Python scalar; anything else unchanged."""
+    module = type(value).__module__
+    if module == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
+
+
+# -- flattening --------------------------------------------------------------------------------
+def flatten(mapping: Mapping[Any, Any], what: str = "params") -> dict[str, Any]:
+    """Flatten nested mappings into ``{"a.b.c": value}``; the input is left untouched.
+
+    Keys must be strings (integers are converted with ``str``). An empty nested mapping is kept
+    as the value ``"{}"`` so that no key disappears. Two spellings of one flattened key
+    (``{"a.b": 1, "a": {"b": 2}}``) raise InvalidInput.
+    """
+    if not isinstance(mapping, Mapping):
+        raise InvalidInput(
+            f"{what} must be a mapping of names to values, got {type(mapping).__name__}"
+        )
+    out: dict[str, Any] = {}
+    stack: list[tuple[str, Mapping[Any, Any]]] = [("", mapping)]
+    seen: set[int] = set()
+    while stack:
+        prefix, current = stack.pop()
+        if id(current) in seen:
+            raise InvalidInput(f"{what}: the mapping under {prefix or '<root>'!r} contains itself")
+        seen.add(id(current))
+        for raw_key, value in current.items():
+            key = _key_part(raw_key, prefix, what)
+            full = f"{prefix}{SEP}{key}" if prefix else key
+            if isinstance(value, Mapping) and value:
+                stack.append((full, value))
+                continue
+            if isinstance(value, Mapping):
+                value = "{}"
+            if full in out:
+                raise InvalidInput(f"{what}: the key {full!r} is given twice once flattened")
+            out[full] = value
+        seen.discard(id(current))
+    return out
+
+
+def _key_part(raw_key: Any, prefix: str, what: str) -> str:
+    if isinstance(raw_key, bool) or not isinstance(raw_key, (str, int)):
+        where = f" under {prefix!r}" if prefix else ""
+        raise InvalidInput(
+            f"{what}: keys must be strings, got {type(raw_key).__name__} {_describe(raw_key)}{where}"
+        )
+    return str(raw_key)
+
+
+# -- keys -------------------------------------------------------------------------------------
+class KeyRules:
+    """Checks keys against a backend's limits and sanitizes illegal characters.
+
+    A key with characters the backend forbids is renamed (each such character becomes ``_``);
+    ``renames`` records every rename so the Run can report it. Two different keys that would
+    share one sanitized name raise InvalidInput instead of merging.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self._max = limits.key_length
+        self._bad = re.compile(limits.key_invalid_chars) if limits.key_invalid_chars else None
+        self._cache: dict[str, str] = {}
+        self._owner: dict[str, str] = {}
+        self.renames: dict[str, str] = {}
+
+    def __call__(self, key: Any, what: str) -> tuple[str, bool]:
+        """Return ``(key to store, renamed?)``."""
+        if isinstance(key, str) and key in self._cache:
+            stored = self._cache[key]
+            return stored, stored != key
+        if not isinstance(key, str):
+            raise InvalidInput(
+                f"{what} names must be strings, got {type(key).__name__} {_describe(key)}"
+            )
+        if not key.strip():
+            raise InvalidInput(f"{what} names must not be empty or blank, got {key!r}")
+        stored = self._bad.sub("_", key) if self._bad else key
+        norm = posixpath.normpath(stored)
+        if norm != stored or norm.startswith(("/", "..")) or norm == ".":
+            raise InvalidInput(
+                f"{what} name {key!r} is not a clean relative path (it would read as {norm!r}); "
+                "remove leading or doubled '/', '.' and '..' parts"
+            )
+        if self._max is not None and len(stored) > self._max:
+            raise InvalidInput(
+                f"{what} name {key[:40]!r}... is {len(stored)} characters; this backend allows "
+                f"{self._max}: shorten it (trackkit does not cut names, to keep them unique)"
+            )
+        owner = self._owner.setdefault(stored, key)
+        if owner != key:
+            raise InvalidInput(
+                f"{what} names {owner!r} and {key!r} both become {stored!r} on this backend; "
+                "rename one of them"
+            )
+        self._cache[key] = stored
+        if stored != key:
+            self.renames[key] = stored
+        return stored, stored != key
+
+
+# -- values -----------------------------------------------------------------------------------
+def param_value(key: str, value: Any) -> ParamValue:
+    """Normalize one param (or tag) value.
+
+    str, int, float and bool pass through; numpy scalars become Python scalars; ``None``
+    becomes ``"None"``; lists, tuples, sets and arrays become JSON text; paths, dates and enums
+    become their text. Anything else raises InvalidInput.
+    """
+    value = _numpy_item(value)
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    if value is None:
+        return "None"
+    if isinstance(value, enum.Enum):
+        inner = value.value
+        return inner if isinstance(inner, (str, int, float, bool)) else value.name
+    if isinstance(value, (PurePath, _dt.date, _dt.time, _dt.timedelta)):
+        return str(value)
+    if isinstance(value, (list, tuple, set, frozenset)) or type(value).__module__ == "numpy":
+        return json.dumps(jsonable(value, key), allow_nan=True)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise InvalidInput(
+        f"value of {key!r} is a {type(value).__module__}.{type(value).__qualname__}, which has "
+        "no faithful text form; pass str(value) or a plain number, string, bool or list"
+    )
+
+
+def value_text(value: ParamValue) -> str:
+    """The text a backend stores for a param value (``True`` -> ``"True"``, ``0.1`` -> ``"0.1"``)."""
+    return value if isinstance(value, str) else str(value)
+
+
+def truncate(text: str, limit: int | None, artifact: str) -> str | None:
+    """The stored form of an over-long value, or None if ``text`` fits within ``limit``."""
+    if limit is None or len(text) <= limit:
+        return None
+    marker = TRUNCATION_MARKER.format(path=artifact)
+    if len(marker) >= limit:
+        marker = "..."
+    return text[: limit - len(marker)] + marker
+
+
+def metric_value(key: str, value: Any) -> float:
+    """A metric value as a float: bools become 1.0/0.0; NaN and infinities are kept."""
+    value = _numpy_item(value)
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (str, bytes)) or value is None or not isinstance(value, numbers.Real):
+        if not isinstance(value, (str, bytes)) and value is not None and hasattr(value, "item"):
+            try:  # a one-element tensor of another library
+                return metric_value(key, value.item())
+            except (ValueError, TypeError, RuntimeError):
+                pass
+        raise InvalidInput(
+            f"metric {key!r} must be a real number, got {type(value).__name__} {_describe(value)}"
+        )
+    return float(value)
+
+
+def step_value(key: str, step: Any) -> int:
+    """A metric step: a non-negative integer (integral floats such as ``3.0`` become ``3``)."""
+    step = _numpy_item(step)
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        raise InvalidInput(
+            f"step of metric {key!r} must be a non-negative integer, got {type(step).__name__} "
+            f"{_describe(step)}"
+        )
+    if isinstance(step, float):
+        if not (math.isfinite(step) and step.is_integer()):
+            raise InvalidInput(f"step of metric {key!r} must be a whole number, got {step!r}")
+        step = int(step)
+    if step < 0 or step > MAX_STEP:
+        raise InvalidInput(f"step of metric {key!r} must be between 0 and 2**63-1, got {step}")
+    return step
+
+
+def timestamp_ms(key: str, timestamp: Any) -> int:
+    """A metric timestamp in milliseconds since the epoch, from int milliseconds or a datetime."""
+    timestamp = _numpy_item(timestamp)
+    if isinstance(timestamp, _dt.datetime):
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.astimezone()
+        return int(timestamp.timestamp() * 1000)
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
+        raise InvalidInput(
+            f"timestamp of metric {key!r} must be a datetime or non-negative int milliseconds "
+            f"since the epoch, got {_describe(timestamp)} (for time.time() use "
+            "int(time.time() * 1000))"
+        )
+    return timestamp
+
+
+def jsonable(obj: Any, where: str = "value") -> Any:
+    """A JSON-ready copy of ``obj``: numpy values, tuples, sets, paths and dates converted."""
+    obj = _numpy_item(obj)
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(_key_part(k, where, where)): jsonable(v, where) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v, where) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted((jsonable(v, where) for v in obj), key=repr)
+    if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
+        return jsonable(obj.tolist(), where)
+    if isinstance(obj, (PurePath, _dt.date, _dt.time, _dt.timedelta, enum.Enum)):
+        return str(obj.value if isinstance(obj, enum.Enum) else obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
+    raise InvalidInput(
+        f"{where}: a {type(obj).__qualname__} cannot be written as JSON or YAML; convert it first"
+    )
+
+
+# -- paths and registry names ----------------------------------------------------------------
+def artifact_dir(path: Any) -> str | None:
+    """A run-relative artifact directory: ``None``/``""`` is the root; no escaping the run."""
+    if path is None or path == "":
+        return None
+    if not isinstance(path, (str, PurePath)):
+        raise InvalidInput(f"artifact path must be a string, got {type(path).__name__}")
+    text = str(path).replace("\\", "/")
+    norm = posixpath.normpath(text)
+    if text.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise InvalidInput(
+            f"artifact path {str(path)!r} must stay inside the run: use a relative path "
+            "without '..'"
+        )
+    return None if norm == "." else norm
+
+
+def artifact_file(file: Any) -> tuple[str | None, str]:
+    """Split a run-relative artifact file path into (directory, file name)."""
+    directory = artifact_dir(file)
+    if directory is None or str(file).endswith(("/", "\\")):
+        raise InvalidInput(f"artifact file name must name a file, got {file!r}")
+    head, _, tail = directory.rpartition("/")
+    return (head or None), tail
+
+
+def model_name(name: Any) -> str:
+    """A registered model name: non-empty, at most 255 characters, no '/', '@', ':' or quotes."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(f"registered model name must be a non-empty string, got {name!r}")
+    if _MODEL_NAME_FORBIDDEN.search(name) or len(name) > MAX_MODEL_NAME_LENGTH:
+        raise InvalidInput(
+            f"registered model name {name!r} must be at most {MAX_MODEL_NAME_LENGTH} characters "
+            "without '/', '@', ':' or quotes (they would make models:/ URIs and registry "
+            "filters ambiguous)"
+        )
+    return name
+
+
+def model_version(version: Any) -> int:
+    """A model version number: a positive int, or its decimal text (``"3"``)."""
+    version = _numpy_item(version)
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInput(f"model version must be a positive integer, got {_describe(version)}")
+    return version
+
+
+def alias(name: Any) -> str:
+    """A settable alias: letters, digits, '_' and '-'; not the reserved 'latest' or 'v<n>'."""
+    if not isinstance(name, str) or not _ALIAS.match(name) or len(name) > MAX_ALIAS_LENGTH:
+        raise InvalidInput(
+            f"alias {name!r} must be 1 to {MAX_ALIAS_LENGTH} letters, digits, '_' or '-'"
+        )
+    if _RESERVED_ALIAS.match(name):
+        raise InvalidInput(
+            f"alias {name!r} is reserved: 'latest' always means the newest version and "
+            "'v<number>' names a version; choose another alias"
+        )
+    return name

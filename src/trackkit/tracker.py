@@ -1,0 +1,743 @@
+"""Tracker and Run: the behaviour users program against, identical on every backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from trackkit import _lifecycle, normalize
+from trackkit._secrets import redact
+from trackkit.entities import Metric, ModelRef, ModelVersion, RunHandle, RunInfo
+from trackkit.errors import BackendError, InvalidInput, NotFound, TrackkitError, TrackkitWarning
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from trackkit.backend import Backend, Limits
+    from trackkit.entities import ParamValue
+
+T = TypeVar("T")
+
+DEFAULT_BACKEND = "mlflow"
+DEFAULT_EXPERIMENT = "Default"
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+#: pending points are sent once this many seconds have passed since the last send
+FLUSH_INTERVAL = 1.0
+RENAMES_ARTIFACT = "trackkit/renamed_keys.json"
+
+
+def get_tracker(backend: str | None = None, **options: Any) -> Tracker:
+    """Create a Tracker on a backend.
+
+    Args:
+        backend: a registered backend name; defaults to ``$TRACKKIT_BACKEND``, else ``"mlflow"``.
+        **options: passed to the backend (e.g. ``tracking_uri`` for MLflow).
+
+    Raises:
+        UnknownBackendError: no backend has that name (the message suggests the closest).
+        MissingDependencyError: the backend's SDK is not installed (the message names the extra).
+        InvalidInput: the backend does not accept one of ``options``.
+    """
+    from trackkit.plugins import get_plugin_manager
+
+    name = backend or os.environ.get("TRACKKIT_BACKEND") or DEFAULT_BACKEND
+    cls = get_plugin_manager().backend_class(name.strip())
+    try:
+        instance = cls(**options)
+    except TypeError as e:
+        raise InvalidInput(f"the {name} backend rejected its options: {redact(str(e))}") from e
+    return Tracker(instance)
+
+
+def _call(backend: Backend, operation: str, fn: Callable[[], T]) -> T:
+    """Run one SDK-facing call; wrap SDK failures in BackendError with context."""
+    try:
+        return fn()
+    except TrackkitError:
+        raise
+    except Exception as e:
+        message = f"the {backend.describe()} backend failed to {operation}: {type(e).__name__}: {e}"
+        raise BackendError(redact(message)) from e
+
+
+def _batches(
+    params: list[tuple[str, ParamValue]],
+    metrics: list[Metric],
+    tags: list[tuple[str, str]],
+    limits: Limits,
+) -> Iterator[tuple[list[tuple[str, ParamValue]], list[Metric], list[tuple[str, str]]]]:
+    """Cut pending data into batches within the backend's per-call limits."""
+    p = t = m = 0
+    while p < len(params) or t < len(tags) or m < len(metrics):
+        room_pt = min(limits.batch_params_tags, limits.batch_total)
+        bp = params[p : p + room_pt]
+        bt = tags[t : t + room_pt - len(bp)]
+        room_m = min(limits.batch_metrics, limits.batch_total - len(bp) - len(bt))
+        bm = metrics[m : m + room_m]
+        p, t, m = p + len(bp), t + len(bt), m + len(bm)
+        yield bp, bm, bt
+
+
+class Run:
+    """One tracked run; use it as a context manager, or call :meth:`end`.
+
+    Data is validated when it is logged and sent in batches: when enough is pending, after
+    ``FLUSH_INTERVAL`` seconds, on :meth:`flush`, and when the run ends.
+    """
+
+    def __init__(self, tracker: Tracker, handle: RunHandle) -> None:
+        self._tracker = tracker
+        self._backend = tracker.backend
+        self._limits = tracker.backend.limits
+        self.id = handle.id
+        self.name = handle.name
+        self.experiment = handle.experiment
+        self._lock = threading.RLock()
+        self._params: dict[str, str] = dict(handle.params)
+        self._steps: dict[str, int] = dict(handle.last_steps)
+        self._keys = {kind: normalize.KeyRules(self._limits) for kind in ("param", "metric", "tag")}
+        self._pending_params: list[tuple[str, ParamValue]] = []
+        self._pending_metrics: list[Metric] = []
+        self._pending_tags: dict[str, str] = {}
+        self._renames_written = 0
+        self._last_send = time.monotonic()
+        self._batch_size = max(1, min(self._limits.batch_metrics, self._limits.batch_total))
+        self.status: str | None = None
+
+    def __repr__(self) -> str:
+        state = self.status or "RUNNING"
+        return (
+            f"Run(id={self.id!r}, name={self.name!r}, experiment={self.experiment!r}, "
+            f"backend={self._backend.name!r}, status={state!r})"
+        )
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.end("FINISHED")
+            return
+        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        try:
+            self.end(status)
+        except Exception as end_error:  # the body's exception is the one to propagate
+            warnings.warn(
+                f"run {self.id} could not be ended {status}: {end_error}",
+                TrackkitWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def ended(self) -> bool:
+        return self.status is not None
+
+    def _check_open(self) -> None:
+        if self.status is not None:
+            raise TrackkitError(f"run {self.id} has ended ({self.status}); start a new run to log")
+
+    # -- params -----------------------------------------------------------------------------
+    def log_param(self, key: str, value: Any) -> None:
+        """Log one param; a mapping value is flattened under ``key`` with ``.``."""
+        self.log_params({key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params; nested mappings are flattened with ``.``.
+
+        The whole call is validated before anything is kept. Logging a param again with the
+        same value is a no-op; with a different value it raises InvalidInput (params are
+        immutable).
+        """
+        flat = normalize.flatten(params, "params")
+        staged: dict[str, tuple[str, ParamValue, str]] = {}
+        with self._lock:
+            self._check_open()
+            for key, raw in flat.items():
+                stored, _ = self._keys["param"](key, "param")
+                value = normalize.param_value(key, raw)
+                text = normalize.value_text(value)
+                previous = self._params.get(stored)
+                if previous is None and stored in staged:
+                    previous = staged[stored][2]
+                if previous is not None:
+                    if previous != text and previous != self._stored_text(stored, text, "params"):
+                        raise InvalidInput(
+                            f"param {key!r} is already {previous[:200]!r} in run {self.id}; "
+                            "params cannot change: log the new value under another name, "
+                            "or start a new run"
+                        )
+                    continue
+                staged[stored] = (key, value, text)
+            for stored, (_key, value, text) in staged.items():
+                self._params[stored] = text
+                short = self._keep_long_value("params", stored, text)
+                self._pending_params.append((stored, short if short is not None else value))
+            self._after_log()
+
+    def _stored_text(self, stored: str, text: str, kind: str) -> str | None:
+        limit = (
+            self._limits.param_value_length if kind == "params" else self._limits.tag_value_length
+        )
+        return normalize.truncate(text, limit, f"{normalize.LONG_VALUES_DIR}/{kind}/{stored}.txt")
+
+    def _keep_long_value(self, kind: str, stored: str, text: str) -> str | None:
+        """Store an over-long value whole as an artifact; return the truncated form to log."""
+        short = self._stored_text(stored, text, kind)
+        if short is not None:
+            if not self._backend.capabilities.artifacts:
+                raise InvalidInput(
+                    f"{kind[:-1]} {stored!r} is {len(text)} characters, over the "
+                    f"{self._backend.name} backend's limit, and this backend cannot store the "
+                    "whole value as an artifact; log it shorter"
+                )
+            self.log_text(text, f"{normalize.LONG_VALUES_DIR}/{kind}/{stored}.txt")
+        return short
+
+    # -- metrics ----------------------------------------------------------------------------
+    def log_metric(
+        self, key: str, value: Any, step: int | None = None, timestamp: Any = None
+    ) -> None:
+        """Log one metric point.
+
+        Args:
+            key: the metric name.
+            value: a real number (bools become 1.0/0.0; NaN and infinities are kept).
+            step: a non-negative integer; when omitted, one more than this key's highest step
+                so far (0 for its first point). Steps are counted per key.
+            timestamp: a datetime or int milliseconds since the epoch; defaults to now.
+
+        Raises:
+            InvalidInput: the name, value, step or timestamp is not acceptable.
+        """
+        stored, _ = self._keys["metric"](key, "metric")
+        number = normalize.metric_value(key, value)
+        ts = (
+            int(time.time() * 1000) if timestamp is None else normalize.timestamp_ms(key, timestamp)
+        )
+        explicit = None if step is None else normalize.step_value(key, step)
+        with self._lock:
+            self._check_open()
+            self._add_point(stored, number, explicit, ts)
+            self._after_log()
+
+    def log_metrics(
+        self, metrics: Mapping[str, Any], step: int | None = None, timestamp: Any = None
+    ) -> None:
+        """Log several metrics at one step (nested mappings are flattened with ``.``)."""
+        flat = normalize.flatten(metrics, "metrics")
+        ts = (
+            int(time.time() * 1000) if timestamp is None else normalize.timestamp_ms("*", timestamp)
+        )
+        explicit = None if step is None else normalize.step_value("*", step)
+        points = [
+            (self._keys["metric"](key, "metric")[0], normalize.metric_value(key, raw))
+            for key, raw in flat.items()
+        ]
+        with self._lock:
+            self._check_open()
+            for stored, number in points:
+                self._add_point(stored, number, explicit, ts)
+            self._after_log()
+
+    def _add_point(self, key: str, value: float, step: int | None, ts: int) -> None:
+        last = self._steps.get(key, -1)
+        if step is None:
+            step = last + 1
+        if step > last:
+            self._steps[key] = step
+        self._pending_metrics.append(Metric(key, value, step, ts))
+
+    # -- tags -------------------------------------------------------------------------------
+    def set_tag(self, key: str, value: Any) -> None:
+        """Set a tag (tags can change; values are stored as text)."""
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags; nested mappings are flattened with ``.``."""
+        flat = normalize.flatten(tags, "tags")
+        staged = [
+            (
+                self._keys["tag"](key, "tag")[0],
+                normalize.value_text(normalize.param_value(key, raw)),
+            )
+            for key, raw in flat.items()
+        ]
+        with self._lock:
+            self._check_open()
+            for stored, text in staged:
+                short = self._keep_long_value("tags", stored, text)
+                self._pending_tags[stored] = short if short is not None else text
+            self._after_log()
+
+    # -- artifacts --------------------------------------------------------------------------
+    def log_artifact(self, local_path: str | os.PathLike[str], path: str | None = None) -> None:
+        """Store a file or a directory under ``path`` (a run-relative directory).
+
+        A file lands at ``path/<file name>``, a directory at ``path/<directory name>/...``.
+
+        Raises:
+            InvalidInput: ``local_path`` does not exist, or ``path`` leaves the run.
+            UnsupportedOperation: the backend stores no artifacts.
+        """
+        directory = normalize.artifact_dir(path)
+        if not isinstance(local_path, (str, os.PathLike)):
+            raise InvalidInput(f"local_path must be a path, got {type(local_path).__name__}")
+        local = Path(local_path)
+        if not local.exists():
+            raise InvalidInput(f"artifact {str(local)!r} does not exist")
+        self._tracker._require("artifacts", "log_artifact", "log the data as params or tags")
+        with self._lock:
+            self._check_open()
+        _call(
+            self._backend,
+            f"log artifact {local.name!r}",
+            lambda: self._backend.log_artifact(self.id, local, directory),
+        )
+
+    def _log_generated(self, file: str, write: Callable[[Path], None]) -> None:
+        directory, name = normalize.artifact_file(file)
+        with tempfile.TemporaryDirectory(prefix="trackkit-") as tmp:
+            local = Path(tmp) / name
+            write(local)
+            self.log_artifact(local, directory)
+
+    def log_text(self, text: str, file: str) -> None:
+        """Store ``text`` as the artifact file ``file`` (e.g. ``"notes/summary.txt"``)."""
+        if not isinstance(text, str):
+            raise InvalidInput(f"log_text takes a str, got {type(text).__name__}")
+        self._log_generated(file, lambda p: p.write_text(text, encoding="utf-8"))
+
+    def log_dict(self, obj: Any, file: str) -> None:
+        """Store a dict (or list) as JSON or YAML, chosen by the file's extension."""
+        data = normalize.jsonable(obj, f"log_dict({file!r})")
+        suffix = Path(str(file)).suffix.lower()
+        if suffix == ".json":
+            content = json.dumps(data, indent=2, allow_nan=True) + "\n"
+        elif suffix in (".yaml", ".yml"):
+            from trackkit._lazy import import_sdk
+
+            yaml = import_sdk("yaml", extra="ml", purpose="log_dict to YAML")
+            content = yaml.safe_dump(data, sort_keys=False)
+        else:
+            raise InvalidInput(f"log_dict file {file!r} must end in .json, .yaml or .yml")
+        self._log_generated(file, lambda p: p.write_text(content, encoding="utf-8"))
+
+    def log_figure(self, figure: Any, file: str) -> None:
+        """Store a matplotlib figure as an image; the extension picks the format (.png, .svg...)."""
+        if not hasattr(figure, "savefig"):
+            raise InvalidInput(f"log_figure takes a matplotlib Figure, got {type(figure).__name__}")
+        if not Path(str(file)).suffix:
+            raise InvalidInput(f"figure file {file!r} needs an extension such as .png or .svg")
+        self._log_generated(file, lambda p: figure.savefig(p))
+
+    def log_table(self, table: Any, file: str) -> None:
+        """Store a pandas DataFrame as .parquet, .csv or .json (records), by extension."""
+        suffix = Path(str(file)).suffix.lower()
+        writers = {
+            ".parquet": lambda p: table.to_parquet(p, index=False),
+            ".csv": lambda p: table.to_csv(p, index=False),
+            ".json": lambda p: table.to_json(p, orient="records"),
+        }
+        if not hasattr(table, "to_parquet"):
+            raise InvalidInput(f"log_table takes a pandas DataFrame, got {type(table).__name__}")
+        if suffix not in writers:
+            raise InvalidInput(f"table file {file!r} must end in .parquet, .csv or .json")
+        self._log_generated(file, writers[suffix])
+
+    # -- models -----------------------------------------------------------------------------
+    def log_model(self, model: Any, name: str = "model", *, flavor: str | None = None) -> ModelRef:
+        """Store a model in the run, in a form ``load_model`` restores to the same object.
+
+        Args:
+            model: a scikit-learn estimator or pipeline, or an xgboost model.
+            name: where the model is stored in the run.
+            flavor: ``"sklearn"`` or ``"xgboost"``; detected from the model when omitted.
+
+        Returns:
+            A ModelRef to pass to ``Tracker.register_model`` or ``Tracker.load_model``.
+        """
+        from trackkit import models
+
+        where = normalize.artifact_dir(name)
+        if where is None:
+            raise InvalidInput("log_model needs a non-empty name")
+        chosen = models.check_flavor(flavor) if flavor else models.detect_flavor(model)
+        self._tracker._require("models", "log_model", "pickle the model and use log_artifact")
+        with self._lock:
+            self._check_open()
+        return _call(
+            self._backend,
+            f"log model {where!r}",
+            lambda: self._backend.log_model(self.id, model, where, chosen),
+        )
+
+    # -- sending ----------------------------------------------------------------------------
+    def _after_log(self) -> None:
+        pending = len(self._pending_metrics) + len(self._pending_params) + len(self._pending_tags)
+        if pending >= self._batch_size or time.monotonic() - self._last_send >= FLUSH_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send everything pending now.
+
+        Raises:
+            BackendError: the backend failed; what was not sent stays pending for the next flush.
+        """
+        with self._lock:
+            params, metrics = self._pending_params, self._pending_metrics
+            tags = list(self._pending_tags.items())
+            self._pending_params, self._pending_metrics, self._pending_tags = [], [], {}
+            self._last_send = time.monotonic()
+            sent_p = sent_m = sent_t = 0
+            try:
+                for bp, bm, bt in _batches(params, metrics, tags, self._limits):
+                    _call(
+                        self._backend,
+                        f"log a batch to run {self.id}",
+                        lambda bp=bp, bm=bm, bt=bt: self._backend.log_batch(self.id, bp, bm, bt),
+                    )
+                    sent_p, sent_m, sent_t = sent_p + len(bp), sent_m + len(bm), sent_t + len(bt)
+            except BaseException:
+                self._pending_params[:0] = params[sent_p:]
+                self._pending_metrics[:0] = metrics[sent_m:]
+                self._pending_tags = {**dict(tags[sent_t:]), **self._pending_tags}
+                raise
+            self._report_renames()
+
+    def _report_renames(self) -> None:
+        renames = {kind: dict(rules.renames) for kind, rules in self._keys.items() if rules.renames}
+        count = sum(len(r) for r in renames.values())
+        if count == self._renames_written:
+            return
+        self._renames_written = count
+        listing = "; ".join(f"{k!r} -> {v!r}" for r in renames.values() for k, v in r.items())
+        warnings.warn(
+            f"run {self.id}: names with characters the {self._backend.name} backend does not "
+            f"allow were renamed ({listing}); the mapping is in artifact {RENAMES_ARTIFACT}",
+            TrackkitWarning,
+            stacklevel=4,
+        )
+        if self._backend.capabilities.artifacts:
+            self.log_dict(renames, RENAMES_ARTIFACT)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Send what is pending and end the run with ``status`` (FINISHED, FAILED or KILLED).
+
+        Ending an ended run again does nothing.
+        """
+        if status not in STATUSES:
+            raise InvalidInput(f"run status must be one of {STATUSES}, got {status!r}")
+        with self._lock:
+            if self.status is not None:
+                return
+            self.flush()
+            _call(
+                self._backend,
+                f"end run {self.id}",
+                lambda: self._backend.end_run(self.id, status),
+            )
+            self.status = status
+        _lifecycle.forget(self)
+
+
+class Tracker:
+    """The entry point for runs, the model registry and run search on one backend.
+
+    Create one with :func:`trackkit.get_tracker`.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        return f"Tracker(backend={redact(self.backend.describe())!r})"
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def _require(self, capability: str, operation: str, alternative: str) -> None:
+        if not getattr(self.backend.capabilities, capability):
+            raise self.backend.unsupported(operation, alternative)
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(
+        self,
+        experiment: str | None = None,
+        name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Run:
+        """Start a run, or resume one by ``run_id``; use the Run as a context manager.
+
+        Args:
+            experiment: defaults to ``$TRACKKIT_EXPERIMENT``, else ``"Default"``; when resuming,
+                to the run's own experiment (a different one raises InvalidInput).
+            name: the run's display name; the backend picks one when omitted.
+            tags: tags to set at once.
+            run_id: resume this run instead of starting a new one.
+        """
+        if experiment is None and run_id is None:
+            experiment = os.environ.get("TRACKKIT_EXPERIMENT") or DEFAULT_EXPERIMENT
+        if experiment is not None and (not isinstance(experiment, str) or not experiment.strip()):
+            raise InvalidInput(f"experiment must be a non-empty string, got {experiment!r}")
+        if name is not None and not isinstance(name, str):
+            raise InvalidInput(f"run name must be a string, got {type(name).__name__}")
+        if tags is not None:
+            normalize.flatten(tags, "tags")  # fail before creating the run
+        if run_id is not None:
+            if not isinstance(run_id, str) or not run_id:
+                raise InvalidInput(f"run_id must be a non-empty string, got {run_id!r}")
+            self._require("resume", "start_run(run_id=...)", "start a new run")
+        handle = _call(
+            self.backend,
+            f"start a run in experiment {experiment!r}",
+            lambda: self.backend.start_run(experiment, name, run_id),
+        )
+        run = Run(self, handle)
+        _lifecycle.remember(run)
+        if tags:
+            run.set_tags(tags)
+        return run
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """The run's current params, latest metrics, tags and status."""
+        self._require("search_runs", "get_run", "keep the Run object")
+        _lifecycle.flush_open(self)
+        return _call(self.backend, f"get run {run_id}", lambda: self.backend.get_run(run_id))
+
+    def search_runs(
+        self,
+        experiment: str | Sequence[str] | None = None,
+        filter: str | None = None,
+        order_by: str | Sequence[str] | None = None,
+        max_results: int = 100,
+    ) -> list[RunInfo]:
+        """Find runs with MLflow's filter syntax.
+
+        Args:
+            experiment: a name or list of names; defaults as in ``start_run``.
+            filter: e.g. ``"metrics.rmse < 6.8 and params.model = 'lasso'"``.
+            order_by: e.g. ``["metrics.rmse ASC"]``.
+            max_results: at most this many runs (1 to 50,000).
+        """
+        self._require("search_runs", "search_runs", "compare runs in the backend's UI")
+        if experiment is None:
+            experiment = os.environ.get("TRACKKIT_EXPERIMENT") or DEFAULT_EXPERIMENT
+        names = [experiment] if isinstance(experiment, str) else list(experiment)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise InvalidInput(f"experiment must be a name or a list of names, got {experiment!r}")
+        orders = [order_by] if isinstance(order_by, str) else list(order_by or [])
+        if filter is not None and not isinstance(filter, str):
+            raise InvalidInput(f"filter must be a string, got {type(filter).__name__}")
+        if (
+            isinstance(max_results, bool)
+            or not isinstance(max_results, int)
+            or not (1 <= max_results <= 50_000)
+        ):
+            raise InvalidInput(f"max_results must be an int from 1 to 50000, got {max_results!r}")
+        _lifecycle.flush_open(self)
+        return _call(
+            self.backend,
+            "search runs",
+            lambda: self.backend.search_runs(names, filter or None, orders, max_results),
+        )
+
+    def download_artifacts(
+        self, run_id: str, path: str = "", dst: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Copy a run's artifact (file or directory) to ``dst`` (a new temporary directory when
+        omitted) and return the local path of the copy."""
+        self._require("download_artifacts", "download_artifacts", "keep a local copy")
+        clean = normalize.artifact_dir(path) or ""
+        target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="trackkit-"))
+        target.mkdir(parents=True, exist_ok=True)
+        return _call(
+            self.backend,
+            f"download artifact {clean!r} of run {run_id}",
+            lambda: self.backend.download_artifacts(run_id, clean, target),
+        )
+
+    # -- registry ---------------------------------------------------------------------------
+    def register_model(
+        self, source: ModelRef | str, name: str, description: str | None = None
+    ) -> ModelVersion:
+        """Register a logged model as a new version of ``name`` (created if missing).
+
+        Args:
+            source: the ModelRef ``log_model`` returned, or the backend's own model URI.
+            name: the registered model's name.
+            description: the new version's description.
+        """
+        self._require("registry", "register_model", "load the model from its run")
+        name = normalize.model_name(name)
+        if isinstance(source, ModelRef):
+            if source.backend != self.backend.name:
+                raise InvalidInput(
+                    f"this ModelRef was logged with the {source.backend} backend, not "
+                    f"{self.backend.name}"
+                )
+            uri, run_id = source.uri, source.run_id
+        elif isinstance(source, str) and source:
+            uri, run_id = source, None
+        else:
+            raise InvalidInput(f"source must be a ModelRef or a model URI, got {source!r}")
+        if description is not None and not isinstance(description, str):
+            raise InvalidInput(f"description must be a string, got {type(description).__name__}")
+        return _call(
+            self.backend,
+            f"register {uri!r} as {name!r}",
+            lambda: self.backend.create_model_version(name, uri, run_id, description),
+        )
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a registered model, oldest first."""
+        self._require("registry", "list_model_versions", "keep the ModelRefs you logged")
+        name = normalize.model_name(name)
+        versions = _call(
+            self.backend,
+            f"list versions of {name!r}",
+            lambda: self.backend.list_model_versions(name),
+        )
+        return sorted(versions, key=lambda v: v.version)
+
+    def get_model_version(
+        self, name: str, version: int | str | None = None, alias: str | None = None
+    ) -> ModelVersion:
+        """One version, by number or alias; with neither, the latest version.
+
+        ``alias="latest"`` is the newest version and ``alias="v3"`` is version 3, on every
+        backend.
+
+        Raises:
+            NotFound: no such model, version or alias.
+        """
+        self._require("registry", "get_model_version", "keep the ModelRefs you logged")
+        name = normalize.model_name(name)
+        if version is not None and alias is not None:
+            raise InvalidInput("pass version or alias, not both")
+        if alias is not None:
+            if isinstance(alias, str) and alias.lower() == "latest":
+                return self._latest(name)
+            if isinstance(alias, str) and alias[:1] in "vV" and alias[1:].isdigit():
+                version = int(alias[1:])
+            else:
+                checked = normalize.alias(alias)
+                return _call(
+                    self.backend,
+                    f"get {name}@{checked}",
+                    lambda: self.backend.get_model_version_by_alias(name, checked),
+                )
+        if version is None or (isinstance(version, str) and version.lower() == "latest"):
+            return self._latest(name)
+        number = normalize.model_version(version)
+        return _call(
+            self.backend,
+            f"get version {number} of {name!r}",
+            lambda: self.backend.get_model_version(name, number),
+        )
+
+    def _latest(self, name: str) -> ModelVersion:
+        versions = self.list_model_versions(name)
+        if not versions:
+            raise NotFound(f"registered model {name!r} has no versions")
+        return versions[-1]
+
+    def set_model_alias(self, name: str, alias: str, version: int | str) -> None:
+        """Point ``alias`` at ``version``, moving it from any other version."""
+        self._require("registry", "set_model_alias", "record the chosen version in a tag")
+        name, checked, number = (
+            normalize.model_name(name),
+            normalize.alias(alias),
+            normalize.model_version(version),
+        )
+        _call(
+            self.backend,
+            f"set alias {checked!r} of {name!r} to version {number}",
+            lambda: self.backend.set_model_alias(name, checked, number),
+        )
+
+    def delete_model_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` from the model."""
+        self._require("registry", "delete_model_alias", "record the chosen version in a tag")
+        name, checked = normalize.model_name(name), normalize.alias(alias)
+        _call(
+            self.backend,
+            f"delete alias {checked!r} of {name!r}",
+            lambda: self.backend.delete_model_alias(name, checked),
+        )
+
+    def update_model_version(self, name: str, version: int | str, description: str) -> ModelVersion:
+        """Set the description of a model version."""
+        self._require("registry", "update_model_version", "log the description as a tag")
+        name, number = normalize.model_name(name), normalize.model_version(version)
+        if not isinstance(description, str):
+            raise InvalidInput(f"description must be a string, got {type(description).__name__}")
+        return _call(
+            self.backend,
+            f"update version {number} of {name!r}",
+            lambda: self.backend.update_model_version(name, number, description),
+        )
+
+    def load_model(
+        self,
+        model: str | ModelRef,
+        version: int | str | None = None,
+        alias: str | None = None,
+    ) -> Any:
+        """Load a model back as the original Python object.
+
+        Args:
+            model: a registered model name; a ``models:/<name>@<alias>`` or
+                ``models:/<name>/<version>`` URI; a ModelRef; or the backend's own model URI.
+            version: with a name: the version (default: latest).
+            alias: with a name: the alias.
+        """
+        if isinstance(model, ModelRef):
+            return _call(
+                self.backend, f"load model {model.uri}", lambda: self.backend.load_model(model.uri)
+            )
+        if not isinstance(model, str) or not model:
+            raise InvalidInput(f"model must be a name, a URI or a ModelRef, got {model!r}")
+        if model.startswith("models:/"):
+            rest = model[len("models:/") :]
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                version = None
+            elif "/" in rest:
+                name, version = rest.split("/", 1)
+                alias = None
+            else:
+                return _call(self.backend, f"load {model}", lambda: self.backend.load_model(model))
+        elif ":/" in model:
+            return _call(self.backend, f"load {model}", lambda: self.backend.load_model(model))
+        else:
+            name = model
+        found = self.get_model_version(name, version=version, alias=alias)
+        return _call(
+            self.backend,
+            f"load version {found.version} of {found.name!r}",
+            lambda: self.backend.load_model_version(found),
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Send what every open run of this tracker has pending."""
+        _lifecycle.flush_open(self)
+
+    def close(self) -> None:
+        """Flush open runs and release the backend."""
+        self.flush()
+        self.backend.close()
