@@ -14,36 +14,86 @@ Importing trackkit imports no SDK and loads no plugin; both happen on first use.
 
 from __future__ import annotations
 
-from trackkit.entities import ModelRef, ModelVersion, RunInfo
-from trackkit.errors import (
-    BackendError,
-    InvalidInput,
-    MissingDependencyError,
-    NotFound,
-    TrackkitError,
-    TrackkitWarning,
-    UnknownBackendError,
-    UnsupportedOperation,
-)
-from trackkit.fluent import (
-    active_run,
-    end_run,
-    get_default_tracker,
-    log_artifact,
-    log_metric,
-    log_metrics,
-    log_model,
-    log_param,
-    log_params,
-    set_tag,
-    set_tags,
-    set_tracker,
-    start_run,
-)
-from trackkit.hookspecs import hookimpl
-from trackkit.tracker import Run, Tracker, get_tracker
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trackkit.entities import ModelRef, ModelVersion, RunInfo
+    from trackkit.errors import (
+        BackendError,
+        InvalidInput,
+        MissingDependencyError,
+        NotFound,
+        TrackkitError,
+        TrackkitWarning,
+        UnknownBackendError,
+        UnsupportedOperation,
+    )
+    from trackkit.fluent import (
+        active_run,
+        end_run,
+        get_default_tracker,
+        log_artifact,
+        log_metric,
+        log_metrics,
+        log_model,
+        log_param,
+        log_params,
+        set_tag,
+        set_tags,
+        set_tracker,
+        start_run,
+    )
+    from trackkit.hookspecs import hookimpl
+    from trackkit.tracker import Run, Tracker, get_tracker
 
 __version__ = "0.1.0"
+
+# Public names are imported on first access, so `import trackkit` costs almost nothing.
+_LAZY = {
+    "trackkit.entities": ("ModelRef", "ModelVersion", "RunInfo"),
+    "trackkit.errors": (
+        "BackendError",
+        "InvalidInput",
+        "MissingDependencyError",
+        "NotFound",
+        "TrackkitError",
+        "TrackkitWarning",
+        "UnknownBackendError",
+        "UnsupportedOperation",
+    ),
+    "trackkit.fluent": (
+        "active_run",
+        "end_run",
+        "get_default_tracker",
+        "log_artifact",
+        "log_metric",
+        "log_metrics",
+        "log_model",
+        "log_param",
+        "log_params",
+        "set_tag",
+        "set_tags",
+        "set_tracker",
+        "start_run",
+    ),
+    "trackkit.hookspecs": ("hookimpl",),
+    "trackkit.tracker": ("Run", "Tracker", "get_tracker"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trackkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
 
 
 def available_backends() -> list[str]:

@@ -6,7 +6,7 @@ import difflib
 import os
 import threading
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pluggy
 
@@ -65,7 +65,8 @@ class PluginManager:
             # Each implementation is called on its own so a conflict can name both plugins.
             for impl in self.pm.hook.trackkit_register_backends.get_hookimpls():
                 plugin_name = impl.plugin_name
-                for cls in impl.function() or []:
+                provided = cast("list[object]", impl.function() or [])
+                for cls in provided:
                     if not (isinstance(cls, type) and issubclass(cls, Backend)):
                         raise TrackkitError(
                             f"plugin {plugin_name!r} registered {cls!r}, which is not a "

@@ -85,6 +85,10 @@ def _batches(
         yield bp, bm, bt
 
 
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
 class Run:
     """One tracked run; use it as a context manager, or call :meth:`end`.
 
@@ -317,7 +321,7 @@ class Run:
         """Store ``text`` as the artifact file ``file`` (e.g. ``"notes/summary.txt"``)."""
         if not isinstance(text, str):
             raise InvalidInput(f"log_text takes a str, got {type(text).__name__}")
-        self._log_generated(file, lambda p: p.write_text(text, encoding="utf-8"))
+        self._log_generated(file, lambda p: _write_text(p, text))
 
     def log_dict(self, obj: Any, file: str) -> None:
         """Store a dict (or list) as JSON or YAML, chosen by the file's extension."""
@@ -332,7 +336,7 @@ class Run:
             content = yaml.safe_dump(data, sort_keys=False)
         else:
             raise InvalidInput(f"log_dict file {file!r} must end in .json, .yaml or .yml")
-        self._log_generated(file, lambda p: p.write_text(content, encoding="utf-8"))
+        self._log_generated(file, lambda p: _write_text(p, content))
 
     def log_figure(self, figure: Any, file: str) -> None:
         """Store a matplotlib figure as an image; the extension picks the format (.png, .svg...)."""
@@ -403,11 +407,7 @@ class Run:
             sent_p = sent_m = sent_t = 0
             try:
                 for bp, bm, bt in _batches(params, metrics, tags, self._limits):
-                    _call(
-                        self._backend,
-                        f"log a batch to run {self.id}",
-                        lambda bp=bp, bm=bm, bt=bt: self._backend.log_batch(self.id, bp, bm, bt),
-                    )
+                    self._send(bp, bm, bt)
                     sent_p, sent_m, sent_t = sent_p + len(bp), sent_m + len(bm), sent_t + len(bt)
             except BaseException:
                 self._pending_params[:0] = params[sent_p:]
@@ -415,6 +415,18 @@ class Run:
                 self._pending_tags = {**dict(tags[sent_t:]), **self._pending_tags}
                 raise
             self._report_renames()
+
+    def _send(
+        self,
+        params: list[tuple[str, ParamValue]],
+        metrics: list[Metric],
+        tags: list[tuple[str, str]],
+    ) -> None:
+        _call(
+            self._backend,
+            f"log a batch to run {self.id}",
+            lambda: self._backend.log_batch(self.id, params, metrics, tags),
+        )
 
     def _report_renames(self) -> None:
         renames = {kind: dict(rules.renames) for kind, rules in self._keys.items() if rules.renames}

@@ -313,7 +313,8 @@ class MLflowBackend(Backend):
     def list_model_versions(self, name: str) -> list[ModelVersion]:
         with self._mapped(f"registered model {name!r}", missing=True):
             self.client.get_registered_model(name)
-            found, token = [], None
+            found: list[ModelVersion] = []
+            token = None
             while True:
                 page = self.client.search_model_versions(
                     f"name = '{name}'", max_results=1000, page_token=token

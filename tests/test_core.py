@@ -1,0 +1,193 @@
+"""Core behaviour that needs no tracking SDK: batching, the fluent API, exit handling, hints.
+
+``RecordingBackend`` is a minimal backend written for these tests: it records the batches the
+core hands it, so the core's own contract (batch shapes, retries of unsent data, statuses) can
+be checked exactly. Behaviour against real SDKs is checked by the conformance suites.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import trackkit
+from trackkit._secrets import redact
+from trackkit.backend import Backend, Capabilities, Limits
+from trackkit.entities import Metric, ParamValue, RunHandle
+from trackkit.tracker import Tracker, _batches
+
+
+class RecordingBackend(Backend):
+    """Records what the core sends; ``fail_next`` makes the next batch raise (a send failure)."""
+
+    name = "recording"
+    capabilities = Capabilities(artifacts=False, models=False)
+    limits = Limits(batch_metrics=3, batch_params_tags=2, batch_total=4)
+
+    def __init__(self) -> None:
+        self.batches: list[
+            tuple[list[tuple[str, ParamValue]], list[Metric], list[tuple[str, str]]]
+        ] = []
+        self.ended: dict[str, str] = {}
+        self.fail_next = False
+
+    def start_run(self, experiment: str | None, name: str | None, run_id: str | None) -> RunHandle:
+        return RunHandle(
+            id=f"r{len(self.ended) + len(self.batches)}",
+            name=name or "n",
+            experiment=experiment or "?",
+        )
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.ended[run_id] = status
+
+    def log_batch(
+        self,
+        run_id: str,
+        params: Sequence[tuple[str, ParamValue]],
+        metrics: Sequence[Metric],
+        tags: Sequence[tuple[str, str]],
+    ) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise ConnectionError("service unavailable")
+        self.batches.append((list(params), list(metrics), list(tags)))
+
+
+def test_batches_respect_every_limit() -> None:
+    limits = Limits(batch_metrics=3, batch_params_tags=2, batch_total=4)
+    params = [(f"p{i}", i) for i in range(3)]
+    metrics = [Metric("m", 1.0, i, 0) for i in range(7)]
+    tags = [("t", "v")]
+    batches = list(_batches(params, metrics, tags, limits))  # type: ignore[arg-type]
+    for p, m, t in batches:
+        assert len(p) + len(t) <= 2 and len(m) <= 3 and len(p) + len(m) + len(t) <= 4
+    assert [x for b in batches for x in b[0]] == params
+    assert [x for b in batches for x in b[1]] == metrics
+    assert [x for b in batches for x in b[2]] == tags
+
+
+def test_failed_send_keeps_data_for_the_next_flush() -> None:
+    backend = RecordingBackend()
+    run = Tracker(backend).start_run(experiment="e")
+    run.log_params({"a": 1})
+    run.log_metric("loss", 0.5)  # two items pending: under the batch size, nothing sent yet
+    assert backend.batches == []
+    backend.fail_next = True
+    with pytest.raises(trackkit.BackendError, match="service unavailable"):
+        run.flush()
+    run.log_metric("loss", 0.4)
+    run.end()
+    sent_metrics = [m for _, ms, _ in backend.batches for m in ms]
+    assert [(m.step, m.value) for m in sent_metrics] == [(0, 0.5), (1, 0.4)]
+    assert [p for ps, _, _ in backend.batches for p in ps] == [("a", 1)]
+    assert backend.ended == {run.id: "FINISHED"}
+
+
+def test_unsupported_operations_name_backend_and_alternative(tmp_path: Path) -> None:
+    tracker = Tracker(RecordingBackend())
+    with tracker.start_run(experiment="e") as run, pytest.raises(
+        trackkit.UnsupportedOperation,
+        match="recording backend does not support log_artifact; instead",
+    ):
+        run.log_text("x", "a.txt")
+    with pytest.raises(trackkit.UnsupportedOperation, match="register_model"):
+        tracker.register_model("runs:/x/model", "m")
+    with pytest.raises(trackkit.UnsupportedOperation, match="search_runs"):
+        tracker.search_runs("e")
+
+
+def test_fluent_functions_act_on_the_active_run() -> None:
+    backend = RecordingBackend()
+    trackkit.set_tracker(Tracker(backend))
+    assert trackkit.active_run() is None
+    with pytest.raises(trackkit.TrackkitError, match="no active run"):
+        trackkit.log_metric("x", 1)
+    with trackkit.start_run(experiment="e") as outer:
+        trackkit.log_params({"a": {"b": 1}})
+        trackkit.log_metric("m", 2.0)
+        trackkit.set_tags({"t": "v"})
+        assert trackkit.active_run() is outer
+        inner = trackkit.start_run(experiment="e")
+        assert trackkit.active_run() is inner
+        trackkit.end_run("KILLED")
+        assert trackkit.active_run() is outer
+    assert trackkit.active_run() is None
+    trackkit.end_run()  # nothing active: does nothing
+    assert backend.ended == {inner.id: "KILLED", outer.id: "FINISHED"}
+    sent = [x for ps, ms, ts in backend.batches for x in (*ps, *ms, *ts)]
+    assert ("a.b", 1) in sent and ("t", "v") in sent
+
+
+@pytest.mark.parametrize(
+    ("ending", "status"),
+    [
+        ("pass", "FINISHED"),
+        ("raise SystemExit(3)", "FINISHED"),
+        ("raise RuntimeError('x')", "FAILED"),
+    ],
+)
+def test_open_runs_are_ended_at_interpreter_exit(ending: str, status: str, tmp_path: Path) -> None:
+    """A run never ended is flushed and ended at exit: FAILED if an exception ends the process."""
+    script = tmp_path / "script.py"
+    out = tmp_path / "out.txt"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            import atexit
+            from test_core import RecordingBackend
+            from trackkit.tracker import Tracker
+
+            backend = RecordingBackend()
+
+            def report():
+                points = [m.value for _, ms, _ in backend.batches for m in ms]
+                open({str(out)!r}, "w").write(f"{{backend.ended}} {{points}}")
+
+            atexit.register(report)  # registered first, so it runs after trackkit's handler
+            run = Tracker(backend).start_run(experiment="e")
+            run.log_metric("loss", 0.1)
+            {ending}
+            """
+        )
+    )
+    subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60, check=False)
+    assert out.read_text() == f"{{'r0': '{status}'}} [0.1]"
+
+
+def test_redact_masks_credentials() -> None:
+    assert redact("http://ana:pw123@host:5000/x") == "http://ana:***@host:5000/x"
+    assert redact("postgresql://u:p@db/mlflow") == "postgresql://u:***@db/mlflow"
+    assert redact("https://h/api?token=abc&x=1") == "https://h/api?token=***&x=1"
+    assert redact("http://host:5000") == "http://host:5000"
+
+
+def test_secret_env_values_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "hunter2-long")
+    assert redact("auth failed for hunter2-long") == "auth failed for ***"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mlflow") is not None, reason="needs an env without mlflow"
+)
+def test_missing_sdk_names_the_extra() -> None:
+    assert "mlflow" in trackkit.available_backends()
+    with pytest.raises(
+        trackkit.MissingDependencyError, match=r"pip install 'trackkit\[mlflow\]'"
+    ) as caught:
+        trackkit.get_tracker("mlflow")
+    assert isinstance(caught.value, ImportError)
+
+
+def test_unknown_backend_suggests_the_closest() -> None:
+    with pytest.raises(trackkit.UnknownBackendError, match="did you mean 'mlflow'") as caught:
+        trackkit.get_tracker("mlfow")
+    assert "Available: " in str(caught.value)

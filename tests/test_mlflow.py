@@ -1,0 +1,197 @@
+"""MLflow-specific behaviour: MLflow's own tools work on what trackkit writes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import trackkit
+from trackkit.testing import _fitted_pipeline
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def test_default_store_is_sqlite_in_the_working_directory(tmp_path: Path) -> None:
+    tracker = trackkit.get_tracker()
+    assert tracker.backend_name == "mlflow"
+    assert tracker.backend.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"  # type: ignore[attr-defined]
+
+
+def test_tracking_uri_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, sqlite_uri: str
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
+    monkeypatch.setenv("TRACKKIT_BACKEND", "mlflow")
+    assert trackkit.get_tracker().backend.tracking_uri == sqlite_uri  # type: ignore[attr-defined]
+
+
+def test_logged_model_is_an_mlflow_model(mlflow_tracker, mlflow_client, sqlite_uri) -> None:  # type: ignore[no-untyped-def]
+    pipeline, rows = _fitted_pipeline()
+    with mlflow_tracker.start_run(experiment="e") as run:
+        ref = run.log_model(pipeline, "model")
+    mlflow_tracker.register_model(ref, "ride")
+    mlflow_tracker.set_model_alias("ride", "production", 1)
+
+    assert ref.uri.startswith("models:/m-")
+    logged = mlflow_client.get_logged_model(ref.uri.split("/")[-1])
+    assert logged.source_run_id == run.id and logged.name == "model"
+    mlflow.set_tracking_uri(sqlite_uri)
+    try:
+        info = mlflow.models.get_model_info("models:/ride@production")
+        assert {"sklearn", "python_function"} <= set(info.flavors)
+        pyfunc = mlflow.pyfunc.load_model("models:/ride@production")
+        import pandas as pd
+
+        assert list(pyfunc.predict(pd.DataFrame(rows))) == pytest.approx(
+            list(pipeline.predict(rows))
+        )
+    finally:
+        mlflow.set_tracking_uri(None)
+    # trackkit does not leave its URI behind in MLflow's process-wide state
+    assert os.environ.get("MLFLOW_TRACKING_URI") is None
+
+
+def test_registry_uses_aliases_not_stages(mlflow_tracker, mlflow_client) -> None:  # type: ignore[no-untyped-def]
+    pipeline, _ = _fitted_pipeline()
+    with mlflow_tracker.start_run(experiment="e") as run:
+        ref = run.log_model(pipeline)
+    mlflow_tracker.register_model(ref, "ride")
+    mlflow_tracker.set_model_alias("ride", "staging", 1)
+    version = mlflow_client.get_model_version("ride", "1")
+    assert version.aliases == ["staging"]
+    assert version.current_stage == "None"
+
+
+def test_register_from_an_mlflow_uri(mlflow_tracker, mlflow_client) -> None:  # type: ignore[no-untyped-def]
+    pipeline, rows = _fitted_pipeline()
+    with mlflow_tracker.start_run(experiment="e") as run:
+        ref = run.log_model(pipeline)
+    version = mlflow_tracker.register_model(ref.uri, "by-uri")
+    assert version.version == 1 and version.run_id == run.id
+    assert list(mlflow_tracker.load_model("models:/by-uri/1").predict(rows)) == list(
+        pipeline.predict(rows)
+    )
+
+
+def test_xgboost_model_round_trip(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
+    xgb = pytest.importorskip("xgboost")
+    import numpy as np
+
+    x = np.arange(40, dtype=float).reshape(20, 2)
+    y = x[:, 0] * 2 + x[:, 1]
+    model = xgb.XGBRegressor(n_estimators=5, max_depth=2).fit(x, y)
+    with mlflow_tracker.start_run(experiment="e") as run:
+        ref = run.log_model(model, "booster")
+    assert ref.flavor == "xgboost"
+    loaded = mlflow_tracker.load_model(ref)
+    assert type(loaded) is xgb.XGBRegressor
+    assert loaded.predict(x).tolist() == model.predict(x).tolist()
+
+
+def test_resume_in_another_experiment_is_refused(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
+    with mlflow_tracker.start_run(experiment="a") as run:
+        pass
+    with pytest.raises(trackkit.InvalidInput, match="belongs to experiment 'a'"):
+        mlflow_tracker.start_run(experiment="b", run_id=run.id)
+    with pytest.raises(trackkit.NotFound):
+        mlflow_tracker.start_run(run_id="0" * 32)
+
+
+def test_context_tags_identify_the_source(mlflow_tracker, mlflow_client) -> None:  # type: ignore[no-untyped-def]
+    with mlflow_tracker.start_run(experiment="e", name="named") as run:
+        pass
+    data = mlflow_client.get_run(run.id)
+    assert data.info.run_name == "named" and run.name == "named"
+    assert "mlflow.user" in data.data.tags and "mlflow.source.name" in data.data.tags
+
+
+def test_bad_filter_is_invalid_input(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
+    with mlflow_tracker.start_run(experiment="e"):
+        pass
+    with pytest.raises(trackkit.InvalidInput, match="search_runs"):
+        mlflow_tracker.search_runs("e", filter="metrics.rmse <<< 3")
+    with pytest.raises(trackkit.NotFound, match="no MLflow experiment"):
+        mlflow_tracker.search_runs("missing")
+
+
+def test_password_in_tracking_uri_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "s3cr3t-pa55word"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    tracker = trackkit.get_tracker("mlflow", tracking_uri=f"http://ana:{secret}@127.0.0.1:9")
+    assert secret not in repr(tracker)
+    with pytest.raises(trackkit.BackendError) as caught:
+        tracker.start_run(experiment="e")
+    assert secret not in str(caught.value)
+    assert "ana:***@127.0.0.1:9" in str(caught.value)
+
+
+def test_done_when_script_as_a_new_user_runs_it(sqlite_uri: str, tmp_path: Path) -> None:
+    """The issue's acceptance script, run in a fresh interpreter with TRACKKIT_BACKEND=mlflow."""
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import trackkit
+            from sklearn.feature_extraction import DictVectorizer
+            from sklearn.linear_model import Ridge
+            from sklearn.pipeline import make_pipeline
+
+            rows = [{"PU_DO": f"{i % 7}_{i % 3}", "trip_distance": i / 3} for i in range(60)]
+            y = [r["trip_distance"] * 4 + 2 for r in rows]
+            pipe = make_pipeline(DictVectorizer(), Ridge(alpha=0.5)).fit(rows, y)
+            open("notes.txt", "w").write("hello")
+
+            tracker = trackkit.get_tracker()
+            with tracker.start_run(experiment="accept", tags={"developer": "ana"}) as run:
+                run.log_params({"model": {"name": "ridge", "alpha": 0.5}, "data": {"train": "a.parquet"}})
+                for epoch in range(3):
+                    run.log_metric("loss", 1.0 / (epoch + 1), step=epoch)
+                run.log_metric("rmse", 1.25)
+                run.log_artifact("notes.txt", "docs")
+                ref = run.log_model(pipe)
+            v1 = tracker.register_model(ref, "accept-model")
+            tracker.set_model_alias("accept-model", "production", v1.version)
+            v2 = tracker.register_model(ref, "accept-model")
+            tracker.set_model_alias("accept-model", "production", v2.version)
+            model = tracker.load_model("models:/accept-model@production")
+            print("RUN", run.id, "PRED", float(model.predict(rows[:1])[0]))
+            """
+        )
+    )
+    env = {**os.environ, "TRACKKIT_BACKEND": "mlflow", "MLFLOW_TRACKING_URI": sqlite_uri}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = done.stdout.split("RUN ")[1].split()[0]
+    prediction = float(done.stdout.split("PRED ")[1].split()[0])
+
+    client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
+    data = client.get_run(run_id).data
+    assert data.params == {"model.name": "ridge", "model.alpha": "0.5", "data.train": "a.parquet"}
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [
+        (0, 1.0), (1, 0.5), (2, 1 / 3)
+    ]  # fmt: skip
+    assert data.metrics["rmse"] == 1.25 and data.tags["developer"] == "ana"
+    assert [a.path for a in client.list_artifacts(run_id, "docs")] == ["docs/notes.txt"]
+    assert client.get_registered_model("accept-model").aliases == {"production": 2}
+    mlflow.set_tracking_uri(sqlite_uri)
+    try:
+        native = mlflow.pyfunc.load_model("models:/accept-model@production")
+        import pandas as pd
+
+        row = {"PU_DO": "0_0", "trip_distance": 0.0}
+        assert float(native.predict(pd.DataFrame([row]))[0]) == pytest.approx(prediction)
+    finally:
+        mlflow.set_tracking_uri(None)
