@@ -45,11 +45,8 @@ def test_logged_model_is_an_mlflow_model(mlflow_tracker, mlflow_client, sqlite_u
         info = mlflow.models.get_model_info("models:/ride@production")
         assert {"sklearn", "python_function"} <= set(info.flavors)
         pyfunc = mlflow.pyfunc.load_model("models:/ride@production")
-        import pandas as pd
-
-        assert list(pyfunc.predict(pd.DataFrame(rows))) == pytest.approx(
-            list(pipeline.predict(rows))
-        )
+        # a DictVectorizer pipeline takes a list of dicts, as it was fitted
+        assert list(pyfunc.predict(rows)) == pytest.approx(list(pipeline.predict(rows)))
     finally:
         mlflow.set_tracking_uri(None)
     # trackkit does not leave its URI behind in MLflow's process-wide state
@@ -76,6 +73,18 @@ def test_register_from_an_mlflow_uri(mlflow_tracker, mlflow_client) -> None:  # 
     assert list(mlflow_tracker.load_model("models:/by-uri/1").predict(rows)) == list(
         pipeline.predict(rows)
     )
+
+
+def test_json_table_is_mlflow_native_table(mlflow_tracker, sqlite_uri) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    frame = pd.DataFrame({"zone": ["a", "b"], "minutes": [12.5, 7.0]})
+    with mlflow_tracker.start_run(experiment="e") as run:
+        run.log_table(frame, "eval/predictions.json")
+    client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
+    experiment_id = client.get_run(run.id).info.experiment_id
+    read = client.load_table(experiment_id, "eval/predictions.json", run_ids=[run.id])
+    assert read[list(frame.columns)].to_dict("list") == frame.to_dict("list")
 
 
 def test_xgboost_model_round_trip(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
@@ -189,9 +198,7 @@ def test_done_when_script_as_a_new_user_runs_it(sqlite_uri: str, tmp_path: Path)
     mlflow.set_tracking_uri(sqlite_uri)
     try:
         native = mlflow.pyfunc.load_model("models:/accept-model@production")
-        import pandas as pd
-
         row = {"PU_DO": "0_0", "trip_distance": 0.0}
-        assert float(native.predict(pd.DataFrame([row]))[0]) == pytest.approx(prediction)
+        assert float(native.predict([row])[0]) == pytest.approx(prediction)
     finally:
         mlflow.set_tracking_uri(None)

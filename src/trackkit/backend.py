@@ -32,6 +32,7 @@ class Capabilities:
     search_runs: bool = False
     resume: bool = False
     download_artifacts: bool = False
+    native_tables: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -99,6 +100,10 @@ class Backend(ABC):
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None) -> None:
         """Store a file, or a directory, under ``artifact_path/<its name>`` in the run."""
         raise self.unsupported("log_artifact", "log the data as params, metrics or tags")
+
+    def log_table(self, run_id: str, table: Any, file: str) -> None:
+        """Store a DataFrame as the backend's native table (only if ``native_tables``)."""
+        raise self.unsupported("native tables", "log the table as .parquet or .csv")
 
     def download_artifacts(self, run_id: str, path: str, dst: Path) -> Path:
         """Copy the run's artifact ``path`` (file or directory) under ``dst``; return the copy."""

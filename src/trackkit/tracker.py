@@ -347,7 +347,11 @@ class Run:
         self._log_generated(file, lambda p: figure.savefig(p))
 
     def log_table(self, table: Any, file: str) -> None:
-        """Store a pandas DataFrame as .parquet, .csv or .json (records), by extension."""
+        """Store a pandas DataFrame as .parquet, .csv or .json, by extension.
+
+        A ``.json`` table is the backend's native table where it has one (MLflow's
+        ``log_table``, shown in its UI), else JSON records.
+        """
         suffix = Path(str(file)).suffix.lower()
         writers = {
             ".parquet": lambda p: table.to_parquet(p, index=False),
@@ -358,6 +362,17 @@ class Run:
             raise InvalidInput(f"log_table takes a pandas DataFrame, got {type(table).__name__}")
         if suffix not in writers:
             raise InvalidInput(f"table file {file!r} must end in .parquet, .csv or .json")
+        if suffix == ".json" and self._backend.capabilities.native_tables:
+            directory, name = normalize.artifact_file(file)
+            where = f"{directory}/{name}" if directory else name
+            with self._lock:
+                self._check_open()
+            _call(
+                self._backend,
+                f"log table {where!r}",
+                lambda: self._backend.log_table(self.id, table, where),
+            )
+            return
         self._log_generated(file, writers[suffix])
 
     # -- models -----------------------------------------------------------------------------

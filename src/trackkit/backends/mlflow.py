@@ -58,6 +58,7 @@ class MLflowBackend(Backend):
         search_runs=True,
         resume=True,
         download_artifacts=True,
+        native_tables=True,
     )
     # mlflow.utils.validation; names follow the portable rule (no ':' as on Windows servers).
     limits = Limits(
@@ -199,6 +200,9 @@ class MLflowBackend(Backend):
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None) -> None:
         self.client.log_artifact(run_id, str(local_path), artifact_path)
+
+    def log_table(self, run_id: str, table: Any, file: str) -> None:
+        self.client.log_table(run_id, table, file)
 
     def download_artifacts(self, run_id: str, path: str, dst: Path) -> Path:
         if path:
