@@ -35,12 +35,21 @@ class PluginManager:
         if load_entry_points:
             self._load_entry_points()
         self._backends: dict[str, type[Backend]] | None = None
+        self._providers: dict[str, str] = {}
 
     def _load_entry_points(self) -> None:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            if self.pm.is_blocked(ep.name) or self.pm.get_plugin(ep.name) is not None:
-                continue
             dist = ep.dist.name if ep.dist else "?"
+            if self.pm.is_blocked(ep.name):
+                continue
+            if self.pm.get_plugin(ep.name) is not None:
+                other = self.distributions.get(ep.name, ("?", ""))[0]
+                if other == dist:
+                    continue  # the same distribution seen twice on sys.path
+                raise TrackkitError(
+                    f"two installed distributions declare the trackkit plugin {ep.name!r}: "
+                    f"{other} and {dist}; uninstall one of them"
+                )
             try:
                 plugin = ep.load()
             except Exception as e:
@@ -65,7 +74,13 @@ class PluginManager:
             # Each implementation is called on its own so a conflict can name both plugins.
             for impl in self.pm.hook.trackkit_register_backends.get_hookimpls():
                 plugin_name = impl.plugin_name
-                provided = cast("list[object]", impl.function() or [])
+                try:
+                    provided = cast("list[object]", impl.function() or [])
+                except Exception as e:
+                    raise TrackkitError(
+                        f"trackkit plugin {plugin_name!r} failed to register its backends: "
+                        f"{e!r}; fix or uninstall it, or block it with {BLOCK_ENV}={plugin_name}"
+                    ) from e
                 for cls in provided:
                     if not (isinstance(cls, type) and issubclass(cls, Backend)):
                         raise TrackkitError(
@@ -80,7 +95,13 @@ class PluginManager:
                         )
                     found[cls.name] = (cls, plugin_name)
             self._backends = {name: cls for name, (cls, _) in sorted(found.items())}
+            self._providers = {name: plugin for name, (_, plugin) in found.items()}
         return self._backends
+
+    def provider(self, backend: str) -> str:
+        """The name of the plugin that registers ``backend``."""
+        self.backends()
+        return self._providers.get(backend, "")
 
     def backend_class(self, name: str) -> type[Backend]:
         backends = self.backends()
@@ -92,10 +113,11 @@ class PluginManager:
         raise UnknownBackendError(f"unknown trackkit backend {name!r}{hint} Available: {known}")
 
     def plugins(self) -> list[tuple[str, str, str]]:
-        """(plugin name, distribution, version) for each registered plugin."""
+        """(plugin name, distribution, version) for each registered (not blocked) plugin."""
         return [
             (name, *self.distributions.get(name, ("", "")))
-            for name, _ in self.pm.list_name_plugin()
+            for name, plugin in self.pm.list_name_plugin()
+            if plugin is not None
         ]
 
 

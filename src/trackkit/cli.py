@@ -1,0 +1,214 @@
+"""The ``trackkit`` command: which backends and plugins are installed, and what they can do.
+
+::
+
+    trackkit backends [--json]   # each backend: SDK installed?, capabilities, providing plugin
+    trackkit plugins [--json]    # each plugin: distribution, version, blocked?
+    trackkit --version
+
+It loads plugins but imports no SDK: whether a backend's SDK is installed is checked with
+:func:`importlib.util.find_spec`, which locates a module without running it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, TextIO
+
+from trackkit import __version__, plugins
+from trackkit.errors import TrackkitError
+
+if TYPE_CHECKING:
+    from trackkit.backend import Backend
+
+PROG = "trackkit"
+
+
+# -- what the commands report --------------------------------------------------------------------
+def sdk_installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (or any parent package)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    # find_spec("a.b") would import package "a"; walk the path finder instead.
+    name = top
+    for part in rest:
+        if spec is None or spec.submodule_search_locations is None:
+            return False
+        name = f"{name}.{part}"
+        spec = importlib.machinery.PathFinder.find_spec(name, list(spec.submodule_search_locations))
+    return spec is not None
+
+
+def install_command(cls: type[Backend]) -> str:
+    """The command that installs a backend's SDK."""
+    if cls.extra:
+        return f"pip install 'trackkit[{cls.extra}]'"
+    return f"pip install {cls.sdk}"
+
+
+def backend_rows() -> list[dict[str, Any]]:
+    """One dict per registered backend, in name order."""
+    manager = plugins.get_plugin_manager()
+    rows = []
+    for name, cls in manager.backends().items():
+        plugin = manager.provider(name)
+        dist, version = manager.distributions.get(plugin, ("", ""))
+        installed = None if cls.sdk is None else sdk_installed(cls.sdk)
+        rows.append(
+            {
+                "name": name,
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+                "sdk": cls.sdk,
+                "sdk_installed": installed,
+                "install": install_command(cls) if installed is False else None,
+                "capabilities": cls.capabilities.as_dict(),
+                "plugin": plugin,
+                "distribution": dist,
+                "version": version,
+            }
+        )
+    return rows
+
+
+def _entry_point_dists() -> dict[str, tuple[str, str]]:
+    """Plugin name -> (distribution, version) of every declared entry point, none loaded."""
+    found: dict[str, tuple[str, str]] = {}
+    for ep in metadata.entry_points(group=plugins.ENTRY_POINT_GROUP):
+        dist = ep.dist
+        found.setdefault(ep.name, (dist.name, dist.version) if dist else ("", ""))
+    return found
+
+
+def plugin_rows() -> list[dict[str, Any]]:
+    """One dict per registered plugin, then one per plugin blocked with the env variable."""
+    manager = plugins.get_plugin_manager()
+    rows: list[dict[str, Any]] = [
+        {"name": name, "distribution": dist, "version": version, "blocked": False}
+        for name, dist, version in manager.plugins()
+    ]
+    declared = _entry_point_dists()
+    for name in plugins.blocked_names():
+        dist, version = declared.get(name, ("", ""))
+        rows.append({"name": name, "distribution": dist, "version": version, "blocked": True})
+    return rows
+
+
+# -- output ---------------------------------------------------------------------------------------
+def _table(header: Sequence[str], rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    for row in [list(header), *rows]:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _from(row: dict[str, Any]) -> str:
+    dist = " ".join(p for p in (row["distribution"], row["version"]) if p)
+    return f"{row['plugin']} ({dist})" if dist else row["plugin"]
+
+
+def _sdk_text(row: dict[str, Any]) -> str:
+    if row["sdk"] is None:
+        return "none needed"
+    if row["sdk_installed"]:
+        return f"{row['sdk']}: installed"
+    return f"{row['sdk']}: missing; {row['install']}"
+
+
+def cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
+    rows = backend_rows()
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    if not rows:
+        out.write(f"no backends registered (see `{PROG} plugins`)\n")
+        return 0
+    table = [
+        [
+            r["name"],
+            _sdk_text(r),
+            ",".join(k for k, v in r["capabilities"].items() if v) or "-",
+            _from(r),
+        ]
+        for r in rows
+    ]
+    _table(["BACKEND", "SDK", "CAPABILITIES", "PLUGIN"], table, out)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
+    rows = plugin_rows()
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    table = [
+        [
+            r["name"],
+            r["distribution"] or "-",
+            r["version"] or "-",
+            f"blocked ({plugins.BLOCK_ENV})" if r["blocked"] else "loaded",
+        ]
+        for r in rows
+    ]
+    if table:
+        _table(["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS"], table, out)
+    else:
+        out.write("no plugins registered\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect trackkit's backends and plugins (imports no tracking SDK).",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    backends = commands.add_parser(
+        "backends", help="list backends: SDK status, install command, capabilities, plugin"
+    )
+    backends.add_argument("--json", action="store_true", help="print JSON")
+    backends.set_defaults(run=cmd_backends)
+    plugin_cmd = commands.add_parser(
+        "plugins", help=f"list plugins: distribution, version, blocked by {plugins.BLOCK_ENV}"
+    )
+    plugin_cmd.add_argument("--json", action="store_true", help="print JSON")
+    plugin_cmd.set_defaults(run=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 on errors, with a one-line message)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        status: int = args.run(args, sys.stdout)
+        sys.stdout.flush()
+    except TrackkitError as e:
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as other tools do
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
