@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -74,8 +76,12 @@ def start_mlflow_server(
         "--artifacts-destination", str(workdir / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    log = open(workdir / "server.log", "ab")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    log = open(workdir / "server.log", "ab")  # noqa: SIM115 - the child keeps its own copy
+    # its own process group, so stopping it stops its workers too
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    log.close()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -89,8 +95,19 @@ def start_mlflow_server(
                     return proc, url
         except OSError:
             time.sleep(0.5)
-    proc.kill()
+    stop_mlflow_server(proc)
     raise RuntimeError("mlflow server did not become healthy within 120 s")
+
+
+def stop_mlflow_server(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Stop the server and every worker it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -100,11 +117,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("mlflow-server")
     proc, url = start_mlflow_server(workdir)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_mlflow_server(proc, signal.SIGTERM)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import trackkit
 from trackkit._secrets import redact
 from trackkit.backend import Backend, Capabilities, Limits
 from trackkit.entities import Metric, ParamValue, RunHandle
-from trackkit.tracker import Tracker, _batches
+from trackkit.tracker import Tracker
 
 
 class RecordingBackend(Backend):
@@ -60,41 +60,60 @@ class RecordingBackend(Backend):
         self.batches.append((list(params), list(metrics), list(tags)))
 
 
-def test_batches_respect_every_limit() -> None:
-    limits = Limits(batch_metrics=3, batch_params_tags=2, batch_total=4)
-    params = [(f"p{i}", i) for i in range(3)]
-    metrics = [Metric("m", 1.0, i, 0) for i in range(7)]
-    tags = [("t", "v")]
-    batches = list(_batches(params, metrics, tags, limits))  # type: ignore[arg-type]
-    for p, m, t in batches:
-        assert len(p) + len(t) <= 2 and len(m) <= 3 and len(p) + len(m) + len(t) <= 4
-    assert [x for b in batches for x in b[0]] == params
-    assert [x for b in batches for x in b[1]] == metrics
-    assert [x for b in batches for x in b[2]] == tags
-
-
-def test_failed_send_keeps_data_for_the_next_flush() -> None:
+def test_batches_respect_every_limit_and_keep_order() -> None:
     backend = RecordingBackend()
-    run = Tracker(backend).start_run(experiment="e")
-    run.log_params({"a": 1})
-    run.log_metric("loss", 0.5)  # two items pending: under the batch size, nothing sent yet
-    assert backend.batches == []
+    with Tracker(backend).start_run(experiment="e") as run:
+        run.log_params({f"p{i}": i for i in range(3)})
+        for i in range(7):
+            run.log_metric("m", float(i))
+        run.set_tag("t", "v")
+    for params, metrics, tags in backend.batches:
+        assert len(params) + len(tags) <= 2 and len(metrics) <= 3
+        assert len(params) + len(metrics) + len(tags) <= 4
+    assert [p for b in backend.batches for p in b[0]] == [("p0", 0), ("p1", 1), ("p2", 2)]
+    assert [(m.step, m.value) for b in backend.batches for m in b[1]] == [
+        (i, float(i)) for i in range(7)
+    ]
+    assert [t for b in backend.batches for t in b[2]] == [("t", "v")]
+    assert backend.ended == {run.id: "FINISHED"}
+
+
+def test_a_failing_service_never_raises_and_loses_nothing() -> None:
+    backend = RecordingBackend()
+    run = Tracker(backend, flush_interval=0.05).start_run(experiment="e")
+    run.log_param("a", 1)
+    run.log_metric("loss", 0.5)
     backend.fail_next = True
-    with pytest.raises(trackkit.BackendError, match="service unavailable"):
-        run.flush()
-    run.log_metric("loss", 0.4)
+    with pytest.warns(trackkit.TrackkitWarning, match="service unavailable"):
+        assert run.flush() is False  # reported once, kept in the journal
+    run.log_metric("loss", 0.4)  # the training loop goes on
     run.end()
     sent_metrics = [m for _, ms, _ in backend.batches for m in ms]
     assert [(m.step, m.value) for m in sent_metrics] == [(0, 0.5), (1, 0.4)]
     assert [p for ps, _, _ in backend.batches for p in ps] == [("a", 1)]
     assert backend.ended == {run.id: "FINISHED"}
+    assert not run.journal.path.exists()  # delivered: the journal is gone
+
+
+def test_strict_mode_raises_the_failure() -> None:
+    backend = RecordingBackend()
+    run = Tracker(backend, strict=True).start_run(experiment="e")
+    run.log_metric("loss", 0.5)
+    backend.fail_next = True
+    with pytest.raises(trackkit.BackendError, match=r"strict mode.*service unavailable"):
+        run.flush()
+    run.end()  # the next attempt succeeds; nothing was lost
+    assert [m.value for _, ms, _ in backend.batches for m in ms] == [0.5]
 
 
 def test_unsupported_operations_name_backend_and_alternative(tmp_path: Path) -> None:
     tracker = Tracker(RecordingBackend())
-    with tracker.start_run(experiment="e") as run, pytest.raises(
-        trackkit.UnsupportedOperation,
-        match="recording backend does not support log_artifact; instead",
+    with (
+        tracker.start_run(experiment="e") as run,
+        pytest.raises(
+            trackkit.UnsupportedOperation,
+            match="recording backend does not support log_artifact; instead",
+        ),
     ):
         run.log_text("x", "a.txt")
     with pytest.raises(trackkit.UnsupportedOperation, match="register_model"):

@@ -132,10 +132,21 @@ def test_password_in_tracking_uri_never_shows(monkeypatch: pytest.MonkeyPatch) -
     secret = "s3cr3t-pa55word"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    tracker = trackkit.get_tracker("mlflow", tracking_uri=f"http://ana:{secret}@127.0.0.1:9")
+    uri = f"http://ana:{secret}@127.0.0.1:9"
+    tracker = trackkit.get_tracker("mlflow", tracking_uri=uri, end_timeout=1)
     assert secret not in repr(tracker)
+    with pytest.warns(trackkit.TrackkitWarning) as warned:
+        run = tracker.start_run(experiment="e")  # unreachable: the run is kept locally
+        run.log_param("a", 1)
+        run.end()
+    assert run.id.startswith("local-")
+    assert all(secret not in str(w.message) for w in warned)
+    assert "ana:***@127.0.0.1:9" in str(warned[0].message)
+    journal_text = b"".join(p.read_bytes() for p in run.journal.path.parent.glob("*.db*"))
+    assert secret.encode() not in journal_text and b"ana@127.0.0.1:9" in journal_text
+    strict = trackkit.get_tracker("mlflow", tracking_uri=uri, strict=True)
     with pytest.raises(trackkit.BackendError) as caught:
-        tracker.start_run(experiment="e")
+        strict.start_run(experiment="e")
     assert secret not in str(caught.value)
     assert "ana:***@127.0.0.1:9" in str(caught.value)
 

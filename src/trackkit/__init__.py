@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         start_run,
     )
     from trackkit.hookspecs import hookimpl
+    from trackkit.sync import SyncResult, sync
     from trackkit.tracker import Run, Tracker, get_tracker
 
 __version__ = "0.1.0"
@@ -78,6 +79,7 @@ _LAZY = {
         "start_run",
     ),
     "trackkit.hookspecs": ("hookimpl",),
+    "trackkit.sync": ("sync", "SyncResult"),
     "trackkit.tracker": ("Run", "Tracker", "get_tracker"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
@@ -112,6 +114,7 @@ __all__ = [
     "NotFound",
     "Run",
     "RunInfo",
+    "SyncResult",
     "Tracker",
     "TrackkitError",
     "TrackkitWarning",
@@ -134,4 +137,5 @@ __all__ = [
     "set_tags",
     "set_tracker",
     "start_run",
+    "sync",
 ]

@@ -1,15 +1,21 @@
-"""Open runs in this process: flushed on demand, and ended when the interpreter exits.
+"""Open runs in this process, and how they end when the process does.
 
-A run still open at exit is ended FINISHED, or FAILED if an uncaught exception is ending the
-process, so no pending point is lost and no run stays RUNNING forever.
+- A run still open at interpreter exit is ended FINISHED, or FAILED if an uncaught exception
+  ends the process (KILLED for KeyboardInterrupt), after its data is flushed.
+- On SIGTERM, open runs are flushed and ended KILLED, then the process goes on to exit as
+  it would have (the previous handler runs, or the default action is re-raised).
+- SIGINT raises KeyboardInterrupt as usual; a run's context manager ends it KILLED.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
+import signal
 import sys
 import threading
 import warnings
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from trackkit.errors import TrackkitWarning
@@ -20,24 +26,53 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 _open: dict[int, Run] = {}
 _installed = False
-_crashed = False
+_exit_status = "FINISHED"
+
+
+def status_for(exc_type: type[BaseException] | None, exc: BaseException | None) -> str:
+    """The status a run ends with when ``exc`` leaves it."""
+    if exc_type is None:
+        return "FINISHED"
+    if issubclass(exc_type, KeyboardInterrupt):
+        return "KILLED"
+    if issubclass(exc_type, SystemExit):
+        code = getattr(exc, "code", None)
+        return "FINISHED" if code in (None, 0) else "FAILED"
+    return "FAILED"
+
+
+def _install() -> None:
+    global _installed
+    _installed = True
+    atexit.register(_at_exit)
+    previous_hook = sys.excepthook
+
+    def excepthook(*args: Any) -> None:
+        global _exit_status
+        _exit_status = status_for(args[0], args[1])
+        previous_hook(*args)
+
+    sys.excepthook = excepthook
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is not signal.SIG_IGN:
+
+            def on_sigterm(signum: int, frame: FrameType | None) -> None:
+                end_all("KILLED")
+                if callable(previous):
+                    previous(signum, frame)
+                    return
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def remember(run: Run) -> None:
-    global _installed
     with _lock:
         _open[id(run)] = run
         if not _installed:
-            _installed = True
-            atexit.register(_end_all)
-            previous = sys.excepthook
-
-            def hook(*args: Any) -> None:
-                global _crashed
-                _crashed = True
-                previous(*args)
-
-            sys.excepthook = hook
+            _install()
 
 
 def forget(run: Run) -> None:
@@ -56,12 +91,16 @@ def flush_open(tracker: Tracker) -> None:
         run.flush()
 
 
-def _end_all() -> None:
-    status = "FAILED" if _crashed else "FINISHED"
+def end_all(status: str) -> None:
+    """End every open run with ``status``; never raises (the process is going away)."""
     for run in open_runs():
         try:
             run.end(status)
-        except Exception as e:  # at exit there is no caller left to raise to
+        except Exception as e:
             warnings.warn(
-                f"trackkit could not end run {run.id} at exit: {e}", TrackkitWarning, stacklevel=1
+                f"trackkit could not end run {run.id}: {e}", TrackkitWarning, stacklevel=1
             )
+
+
+def _at_exit() -> None:
+    end_all(_exit_status)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 
-# scheme://user:password@host  ->  scheme://user:***@host
+# scheme://user:password@host  ->  scheme://user:***@host; the password runs to the last '@'
+# before the host, as HTTP clients split it
 _USERINFO = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@"
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@"
 )
 # ?token=...&password=... in query strings
 _QUERY_SECRET = re.compile(

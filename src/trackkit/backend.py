@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 class Capabilities:
     """What a backend can do; an operation whose capability is False raises UnsupportedOperation."""
 
-    artifacts: bool = True
-    models: bool = True
+    artifacts: bool = False
+    models: bool = False
     registry: bool = False
     search_runs: bool = False
     resume: bool = False
@@ -54,6 +54,8 @@ class Limits:
     batch_metrics: int = 1000
     batch_params_tags: int = 100
     batch_total: int = 1000
+    #: batches the writer may send at once (ops keep their order within each batch)
+    concurrent_batches: int = 1
 
 
 class Backend(ABC):
@@ -69,7 +71,7 @@ class Backend(ABC):
     extra: ClassVar[str | None] = None
     sdk: ClassVar[str | None] = None
     capabilities: ClassVar[Capabilities] = Capabilities()
-    limits: ClassVar[Limits] = Limits()
+    limits: Limits = Limits()  # an instance may narrow it (e.g. per store)
 
     def __init__(self, **options: Any) -> None:
         if options:
@@ -184,6 +186,10 @@ class Backend(ABC):
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
         """Release SDK resources; called by ``Tracker.close``."""
+
+    def replay_options(self) -> dict[str, Any]:
+        """Options that recreate this backend for ``trackkit sync``, without secrets."""
+        return {}
 
     def describe(self) -> str:
         """A one-line, secret-free description used in reprs and messages."""

@@ -170,10 +170,36 @@ def cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
+    from trackkit.sync import sync
+
+    results = sync(args.dir, **dict(args.option))
+    if args.json:
+        rows = [{**r.__dict__, "path": str(r.path)} for r in results]
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+    elif not results:
+        out.write("nothing to sync\n")
+    else:
+        table = [
+            [r.path.name, r.kind, r.run_id or "-", r.outcome, str(r.operations), r.error or ""]
+            for r in results
+        ]
+        _table(["JOURNAL", "KIND", "RUN", "OUTCOME", "SENT", "ERROR"], table, out)
+    return 1 if any(r.outcome in ("failed", "partial") for r in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Inspect trackkit's backends and plugins (imports no tracking SDK).",
+        description="Inspect trackkit's backends and plugins; replay journals with `sync`.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -187,6 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plugin_cmd.add_argument("--json", action="store_true", help="print JSON")
     plugin_cmd.set_defaults(run=cmd_plugins)
+    sync_cmd = commands.add_parser(
+        "sync", help="replay journaled operations (after an outage, a kill, or offline work)"
+    )
+    sync_cmd.add_argument(
+        "--dir", help="the trackkit directory (default $TRACKKIT_DIR or ./.trackkit)"
+    )
+    sync_cmd.add_argument(
+        "--option",
+        "-o",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recorded backend option, e.g. -o tracking_uri=http://host:5000",
+    )
+    sync_cmd.add_argument("--json", action="store_true", help="print JSON")
+    sync_cmd.set_defaults(run=cmd_sync)
     return parser
 
 

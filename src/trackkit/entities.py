@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 #: A parameter value after normalization.
 ParamValue = str | int | float | bool
 
 
-@dataclass(frozen=True)
-class Metric:
+class Metric(NamedTuple):
     """One metric point, as the core hands it to a backend."""
 
     key: str

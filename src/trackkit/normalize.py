@@ -14,7 +14,7 @@ import math
 import numbers
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +28,10 @@ SEP = "."
 TRUNCATION_MARKER = "...[truncated by trackkit; full value in artifact {path}]"
 LONG_VALUES_DIR = "trackkit/long_values"
 MAX_STEP = 2**63 - 1
-_ALIAS = re.compile(r"^[A-Za-z0-9_\-]+$")
-_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$", re.IGNORECASE)
+_ALIAS = re.compile(r"[A-Za-z0-9_\-]+")
+_RESERVED_ALIAS = re.compile(r"latest|v[0-9]+", re.IGNORECASE)
 _MODEL_NAME_FORBIDDEN = re.compile(r"[/@:'\"]")
+_DECIMAL = re.compile(r"[0-9]+")
 MAX_ALIAS_LENGTH = 255
 MAX_MODEL_NAME_LENGTH = 255
 
@@ -61,25 +62,26 @@ def flatten(mapping: Mapping[Any, Any], what: str = "params") -> dict[str, Any]:
             f"{what} must be a mapping of names to values, got {type(mapping).__name__}"
         )
     out: dict[str, Any] = {}
-    stack: list[tuple[str, Mapping[Any, Any]]] = [("", mapping)]
-    seen: set[int] = set()
+    # Each pending mapping carries the ids of the mappings it is nested in, so a mapping that
+    # contains itself (directly or further down) is caught, while one mapping shared by two
+    # keys is not mistaken for a cycle.
+    stack: list[tuple[str, Mapping[Any, Any], frozenset[int]]] = [("", mapping, frozenset())]
     while stack:
-        prefix, current = stack.pop()
-        if id(current) in seen:
+        prefix, current, ancestors = stack.pop()
+        if id(current) in ancestors:
             raise InvalidInput(f"{what}: the mapping under {prefix or '<root>'!r} contains itself")
-        seen.add(id(current))
+        inside = ancestors | {id(current)}
         for raw_key, value in current.items():
             key = _key_part(raw_key, prefix, what)
             full = f"{prefix}{SEP}{key}" if prefix else key
             if isinstance(value, Mapping) and value:
-                stack.append((full, value))
+                stack.append((full, value, inside))
                 continue
             if isinstance(value, Mapping):
                 value = "{}"
             if full in out:
                 raise InvalidInput(f"{what}: the key {full!r} is given twice once flattened")
             out[full] = value
-        seen.discard(id(current))
     return out
 
 
@@ -96,9 +98,10 @@ def _key_part(raw_key: Any, prefix: str, what: str) -> str:
 class KeyRules:
     """Checks keys against a backend's limits and sanitizes illegal characters.
 
-    A key with characters the backend forbids is renamed (each such character becomes ``_``);
-    ``renames`` records every rename so the Run can report it. Two different keys that would
-    share one sanitized name raise InvalidInput instead of merging.
+    A key with characters the backend forbids is renamed (each such character becomes ``_``).
+    :meth:`check` only validates; :meth:`claim` records the names a call really logged, so a
+    refused call reserves nothing. Two different keys that would share one stored name raise
+    InvalidInput instead of merging.
     """
 
     def __init__(self, limits: Limits) -> None:
@@ -106,13 +109,46 @@ class KeyRules:
         self._bad = re.compile(limits.key_invalid_chars) if limits.key_invalid_chars else None
         self._cache: dict[str, str] = {}
         self._owner: dict[str, str] = {}
-        self.renames: dict[str, str] = {}
 
-    def __call__(self, key: Any, what: str) -> tuple[str, bool]:
-        """Return ``(key to store, renamed?)``."""
-        if isinstance(key, str) and key in self._cache:
-            stored = self._cache[key]
-            return stored, stored != key
+    def check(self, key: Any, what: str) -> str:
+        """The name ``key`` is stored under; raises InvalidInput for a bad or taken name."""
+        stored = self._cache.get(key) if isinstance(key, str) else None
+        if stored is None:
+            stored = self._stored(key, what)
+        owner = self._owner.get(stored)
+        if owner is not None and owner != key:
+            raise InvalidInput(
+                f"{what} names {owner!r} and {key!r} both become {stored!r} on this backend; "
+                "rename one of them"
+            )
+        return stored
+
+    def check_all(self, keys: Iterable[Any], what: str) -> dict[str, str]:
+        """``check`` for every key of one call, refusing two keys that share a stored name."""
+        names: dict[str, str] = {}
+        owners: dict[str, str] = {}
+        for key in keys:
+            stored = self.check(key, what)
+            first = owners.setdefault(stored, key)
+            if first != key:
+                raise InvalidInput(
+                    f"{what} names {first!r} and {key!r} both become {stored!r} on this "
+                    "backend; rename one of them"
+                )
+            names[key] = stored
+        return names
+
+    def claim(self, names: Mapping[str, str]) -> dict[str, str]:
+        """Record checked names as logged; return the renames seen for the first time."""
+        new = {}
+        for key, stored in names.items():
+            first_time = self._cache.get(key) != stored
+            if self._owner.setdefault(stored, key) == key and stored != key and first_time:
+                new[key] = stored
+            self._cache[key] = stored
+        return new
+
+    def _stored(self, key: Any, what: str) -> str:
         if not isinstance(key, str):
             raise InvalidInput(
                 f"{what} names must be strings, got {type(key).__name__} {_describe(key)}"
@@ -131,16 +167,7 @@ class KeyRules:
                 f"{what} name {key[:40]!r}... is {len(stored)} characters; this backend allows "
                 f"{self._max}: shorten it (trackkit does not cut names, to keep them unique)"
             )
-        owner = self._owner.setdefault(stored, key)
-        if owner != key:
-            raise InvalidInput(
-                f"{what} names {owner!r} and {key!r} both become {stored!r} on this backend; "
-                "rename one of them"
-            )
-        self._cache[key] = stored
-        if stored != key:
-            self.renames[key] = stored
-        return stored, stored != key
+        return stored
 
 
 # -- values -----------------------------------------------------------------------------------
@@ -162,9 +189,9 @@ def param_value(key: str, value: Any) -> ParamValue:
     if isinstance(value, (PurePath, _dt.date, _dt.time, _dt.timedelta)):
         return str(value)
     if isinstance(value, (list, tuple, set, frozenset)) or type(value).__module__ == "numpy":
-        return json.dumps(jsonable(value, key), allow_nan=True)
+        return json.dumps(jsonable(value, f"value of {key!r}"), allow_nan=True)
     if isinstance(value, numbers.Real):
-        return float(value)
+        return _to_float(key, value, "value of")
     raise InvalidInput(
         f"value of {key!r} is a {type(value).__module__}.{type(value).__qualname__}, which has "
         "no faithful text form; pass str(value) or a plain number, string, bool or list"
@@ -200,7 +227,17 @@ def metric_value(key: str, value: Any) -> float:
         raise InvalidInput(
             f"metric {key!r} must be a real number, got {type(value).__name__} {_describe(value)}"
         )
-    return float(value)
+    return _to_float(key, value, "metric")
+
+
+def _to_float(key: str, value: Any, what: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidInput(
+            f"{what} {key!r} is {_describe(value)}, too large for a float; "
+            "pass float('inf') explicitly if that is meant"
+        ) from None
 
 
 def step_value(key: str, step: Any) -> int:
@@ -211,13 +248,12 @@ def step_value(key: str, step: Any) -> int:
             f"step of metric {key!r} must be a non-negative integer, got {type(step).__name__} "
             f"{_describe(step)}"
         )
-    if isinstance(step, float):
-        if not (math.isfinite(step) and step.is_integer()):
-            raise InvalidInput(f"step of metric {key!r} must be a whole number, got {step!r}")
-        step = int(step)
-    if step < 0 or step > MAX_STEP:
-        raise InvalidInput(f"step of metric {key!r} must be between 0 and 2**63-1, got {step}")
-    return step
+    if isinstance(step, float) and not (math.isfinite(step) and step.is_integer()):
+        raise InvalidInput(f"step of metric {key!r} must be a whole number, got {step!r}")
+    number = int(step)
+    if number < 0 or number > MAX_STEP:
+        raise InvalidInput(f"step of metric {key!r} must be between 0 and 2**63-1, got {number}")
+    return number
 
 
 def timestamp_ms(key: str, timestamp: Any) -> int:
@@ -238,17 +274,26 @@ def timestamp_ms(key: str, timestamp: Any) -> int:
 
 def jsonable(obj: Any, where: str = "value") -> Any:
     """A JSON-ready copy of ``obj``: numpy values, tuples, sets, paths and dates converted."""
+    return _jsonable(obj, where, frozenset())
+
+
+def _jsonable(obj: Any, where: str, ancestors: frozenset[int]) -> Any:
     obj = _numpy_item(obj)
     if obj is None or isinstance(obj, (str, bool, int, float)):
         return obj
-    if isinstance(obj, Mapping):
-        return {str(_key_part(k, where, where)): jsonable(v, where) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v, where) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted((jsonable(v, where) for v in obj), key=repr)
+    if isinstance(obj, (Mapping, list, tuple, set, frozenset)):
+        if id(obj) in ancestors:
+            raise InvalidInput(f"{where}: a {type(obj).__name__} contains itself")
+        inside = ancestors | {id(obj)}
+        if isinstance(obj, Mapping):
+            return {
+                str(_key_part(k, where, where)): _jsonable(v, where, inside) for k, v in obj.items()
+            }
+        if isinstance(obj, (list, tuple)):
+            return [_jsonable(v, where, inside) for v in obj]
+        return sorted((_jsonable(v, where, inside) for v in obj), key=repr)
     if type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
-        return jsonable(obj.tolist(), where)
+        return _jsonable(obj.tolist(), where, ancestors)
     if isinstance(obj, (PurePath, _dt.date, _dt.time, _dt.timedelta, enum.Enum)):
         return str(obj.value if isinstance(obj, enum.Enum) else obj)
     if isinstance(obj, numbers.Real):
@@ -300,7 +345,7 @@ def model_name(name: Any) -> str:
 def model_version(version: Any) -> int:
     """A model version number: a positive int, or its decimal text (``"3"``)."""
     version = _numpy_item(version)
-    if isinstance(version, str) and version.isdigit():
+    if isinstance(version, str) and _DECIMAL.fullmatch(version):
         version = int(version)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidInput(f"model version must be a positive integer, got {_describe(version)}")
@@ -309,11 +354,11 @@ def model_version(version: Any) -> int:
 
 def alias(name: Any) -> str:
     """A settable alias: letters, digits, '_' and '-'; not the reserved 'latest' or 'v<n>'."""
-    if not isinstance(name, str) or not _ALIAS.match(name) or len(name) > MAX_ALIAS_LENGTH:
+    if not isinstance(name, str) or not _ALIAS.fullmatch(name) or len(name) > MAX_ALIAS_LENGTH:
         raise InvalidInput(
             f"alias {name!r} must be 1 to {MAX_ALIAS_LENGTH} letters, digits, '_' or '-'"
         )
-    if _RESERVED_ALIAS.match(name):
+    if _RESERVED_ALIAS.fullmatch(name):
         raise InvalidInput(
             f"alias {name!r} is reserved: 'latest' always means the newest version and "
             "'v<number>' names a version; choose another alias"

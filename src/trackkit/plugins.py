@@ -109,7 +109,7 @@ class PluginManager:
             return backends[name]
         known = ", ".join(sorted(backends)) or "none (is trackkit installed? pip install -e .)"
         close = difflib.get_close_matches(name.lower(), list(backends), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         raise UnknownBackendError(f"unknown trackkit backend {name!r}{hint} Available: {known}")
 
     def plugins(self) -> list[tuple[str, str, str]]:

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 import threading
-import time
+import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from time import time as _time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from trackkit import _lifecycle, normalize
+from trackkit import journal as jn
 from trackkit._secrets import redact
-from trackkit.entities import Metric, ModelRef, ModelVersion, RunHandle, RunInfo
+from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
 from trackkit.errors import BackendError, InvalidInput, NotFound, TrackkitError, TrackkitWarning
+from trackkit.writer import Writer
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from trackkit.backend import Backend, Limits
+    from trackkit.backend import Backend
     from trackkit.entities import ParamValue
 
 T = TypeVar("T")
@@ -28,9 +34,22 @@ T = TypeVar("T")
 DEFAULT_BACKEND = "mlflow"
 DEFAULT_EXPERIMENT = "Default"
 STATUSES = ("FINISHED", "FAILED", "KILLED")
-#: pending points are sent once this many seconds have passed since the last send
-FLUSH_INTERVAL = 1.0
+TRACKER_OPTIONS = ("strict", "journal_dir", "flush_interval", "end_timeout", "memory_bound")
 RENAMES_ARTIFACT = "trackkit/renamed_keys.json"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidInput(f"${name} must be a number of seconds, got {raw!r}") from None
 
 
 def get_tracker(backend: str | None = None, **options: Any) -> Tracker:
@@ -38,7 +57,9 @@ def get_tracker(backend: str | None = None, **options: Any) -> Tracker:
 
     Args:
         backend: a registered backend name; defaults to ``$TRACKKIT_BACKEND``, else ``"mlflow"``.
-        **options: passed to the backend (e.g. ``tracking_uri`` for MLflow).
+        **options: trackkit's own options (``strict``, ``journal_dir``, ``flush_interval``,
+            ``end_timeout``, ``memory_bound``; see :class:`Tracker`); every other option goes
+            to the backend (e.g. ``tracking_uri`` for MLflow).
 
     Raises:
         UnknownBackendError: no backend has that name (the message suggests the closest).
@@ -47,13 +68,14 @@ def get_tracker(backend: str | None = None, **options: Any) -> Tracker:
     """
     from trackkit.plugins import get_plugin_manager
 
+    own = {k: options.pop(k) for k in TRACKER_OPTIONS if k in options}
     name = backend or os.environ.get("TRACKKIT_BACKEND") or DEFAULT_BACKEND
     cls = get_plugin_manager().backend_class(name.strip())
     try:
         instance = cls(**options)
     except TypeError as e:
         raise InvalidInput(f"the {name} backend rejected its options: {redact(str(e))}") from e
-    return Tracker(instance)
+    return Tracker(instance, **own)
 
 
 def _call(backend: Backend, operation: str, fn: Callable[[], T]) -> T:
@@ -67,24 +89,6 @@ def _call(backend: Backend, operation: str, fn: Callable[[], T]) -> T:
         raise BackendError(redact(message)) from e
 
 
-def _batches(
-    params: list[tuple[str, ParamValue]],
-    metrics: list[Metric],
-    tags: list[tuple[str, str]],
-    limits: Limits,
-) -> Iterator[tuple[list[tuple[str, ParamValue]], list[Metric], list[tuple[str, str]]]]:
-    """Cut pending data into batches within the backend's per-call limits."""
-    p = t = m = 0
-    while p < len(params) or t < len(tags) or m < len(metrics):
-        room_pt = min(limits.batch_params_tags, limits.batch_total)
-        bp = params[p : p + room_pt]
-        bt = tags[t : t + room_pt - len(bp)]
-        room_m = min(limits.batch_metrics, limits.batch_total - len(bp) - len(bt))
-        bm = metrics[m : m + room_m]
-        p, t, m = p + len(bp), t + len(bt), m + len(bm)
-        yield bp, bm, bt
-
-
 def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
@@ -92,27 +96,43 @@ def _write_text(path: Path, text: str) -> None:
 class Run:
     """One tracked run; use it as a context manager, or call :meth:`end`.
 
-    Data is validated when it is logged and sent in batches: when enough is pending, after
-    ``FLUSH_INTERVAL`` seconds, on :meth:`flush`, and when the run ends.
+    Log calls validate and queue; the tracker's background writer journals and sends (see
+    ``docs/reliability.md``). ``id`` is the backend's run id; a run started while the service
+    was unreachable has a provisional ``local-...`` id until ``trackkit sync`` creates it.
     """
 
-    def __init__(self, tracker: Tracker, handle: RunHandle) -> None:
+    def __init__(
+        self, tracker: Tracker, handle: RunHandle | None, experiment: str, name: str | None
+    ) -> None:
         self._tracker = tracker
         self._backend = tracker.backend
+        self._writer = tracker._writer
         self._limits = tracker.backend.limits
-        self.id = handle.id
-        self.name = handle.name
-        self.experiment = handle.experiment
-        self._lock = threading.RLock()
-        self._params: dict[str, str] = dict(handle.params)
-        self._steps: dict[str, int] = dict(handle.last_steps)
+        local_id = f"local-{uuid.uuid4().hex}"
+        self.id = handle.id if handle else local_id
+        self.name = handle.name if handle else (name or local_id)
+        self.experiment = handle.experiment if handle else experiment
+        self._lock = threading.Lock()
+        self._journal_lock = threading.Lock()
+        self._params: dict[str, str] = dict(handle.params) if handle else {}
+        self._steps: dict[str, int] = dict(handle.last_steps) if handle else {}
         self._keys = {kind: normalize.KeyRules(self._limits) for kind in ("param", "metric", "tag")}
-        self._pending_params: list[tuple[str, ParamValue]] = []
-        self._pending_metrics: list[Metric] = []
-        self._pending_tags: dict[str, str] = {}
-        self._renames_written = 0
-        self._last_send = time.monotonic()
-        self._batch_size = max(1, min(self._limits.batch_metrics, self._limits.batch_total))
+        self._metric_keys: dict[str, str] = {}  # hot-path cache of accepted metric names
+        self.renames: dict[str, dict[str, str]] = {}
+        self._renames_logged = 0
+        self._queue: list[jn.Op] = []
+        self._bound = tracker.memory_bound
+        self._meta: dict[str, Any] = {
+            "run_id": handle.id if handle else None,
+            "local_id": local_id,
+            "experiment": self.experiment,
+            "name": name,
+            "backend": self._backend.name,
+            "options": self._backend.replay_options(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        self.journal = jn.Journal.create(tracker.journal_dir, local_id, self._meta)
         self.status: str | None = None
 
     def __repr__(self) -> str:
@@ -131,10 +151,10 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        status = _lifecycle.status_for(exc_type, exc)
         if exc_type is None:
-            self.end("FINISHED")
+            self.end(status)
             return
-        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
         try:
             self.end(status)
         except Exception as end_error:  # the body's exception is the one to propagate
@@ -151,6 +171,56 @@ class Run:
     def _check_open(self) -> None:
         if self.status is not None:
             raise TrackkitError(f"run {self.id} has ended ({self.status}); start a new run to log")
+        if self._writer.failure is not None:
+            if self._writer.strict:
+                self._raise_failure("deliver logged data")
+            self._writer.report(stacklevel=4)
+
+    def _raise_failure(self, what: str) -> None:
+        error = self._writer.failure
+        raise BackendError(
+            redact(
+                f"the {self._backend.describe()} backend failed to {what} (strict mode): "
+                f"{type(error).__name__}: {error}; the data is kept in journal {self.journal.path}"
+            )
+        ) from error
+
+    def _enqueue(self, ops: list[jn.Op]) -> None:
+        """Queue operations (caller holds ``_lock``); wake the journal thread when full."""
+        self._queue.extend(ops)
+        if len(self._queue) >= self._bound:
+            self._writer.queue_full()
+
+    def _queue_full(self, size: int) -> None:
+        """Past the bound, wake the journal thread; past twice the bound, spill right here."""
+        if size >= 2 * self._bound:
+            self._to_journal()
+        else:
+            self._writer.queue_full()
+
+    def _to_journal(self) -> None:
+        """Move queued operations into the journal, keeping their order (writer threads)."""
+        with self._journal_lock:
+            with self._lock:
+                ops, self._queue = self._queue, []
+            self.journal.append(ops)
+
+    def journal_empty(self) -> bool:
+        with self._lock:
+            queued = bool(self._queue)
+        return not queued and self.journal.count() == 0
+
+    def _claim(self, kind: str, names: Mapping[str, str]) -> None:
+        """Record the names a call logged; warn once about each rename (stack: user code)."""
+        for key, stored in self._keys[kind].claim(names).items():
+            self.renames.setdefault(kind, {})[key] = stored
+            where = RENAMES_ARTIFACT if self._backend.capabilities.artifacts else "Run.renames"
+            warnings.warn(
+                f"{kind} name {key!r} has characters the {self._backend.name} backend does not "
+                f"allow; it is logged as {stored!r} (the mapping is kept in {where})",
+                TrackkitWarning,
+                stacklevel=4,
+            )
 
     # -- params -----------------------------------------------------------------------------
     def log_param(self, key: str, value: Any) -> None:
@@ -165,35 +235,40 @@ class Run:
         immutable).
         """
         flat = normalize.flatten(params, "params")
-        staged: dict[str, tuple[str, ParamValue, str]] = {}
+        names = self._keys["param"].check_all(flat, "param")
+        staged: dict[str, tuple[ParamValue, str]] = {}
+        for key, raw in flat.items():
+            value = normalize.param_value(key, raw)
+            staged[names[key]] = (value, normalize.value_text(value))
         with self._lock:
             self._check_open()
-            for key, raw in flat.items():
-                stored, _ = self._keys["param"](key, "param")
-                value = normalize.param_value(key, raw)
-                text = normalize.value_text(value)
+            for stored, (_, text) in list(staged.items()):
                 previous = self._params.get(stored)
-                if previous is None and stored in staged:
-                    previous = staged[stored][2]
-                if previous is not None:
-                    if previous != text and previous != self._stored_text(stored, text, "params"):
-                        raise InvalidInput(
-                            f"param {key!r} is already {previous[:200]!r} in run {self.id}; "
-                            "params cannot change: log the new value under another name, "
-                            "or start a new run"
-                        )
+                if previous is None:
                     continue
-                staged[stored] = (key, value, text)
-            for stored, (_key, value, text) in staged.items():
+                if previous != text and previous != self._stored_text(stored, text, "params"):
+                    raise InvalidInput(
+                        f"param {stored!r} is already {previous[:200]!r} in run {self.id}; "
+                        "params cannot change: log the new value under another name, "
+                        "or start a new run"
+                    )
+                del staged[stored]
+        shortened = {s: self._keep_long_value("params", s, t) for s, (_, t) in staged.items()}
+        with self._lock:
+            ops = []
+            for stored, (value, text) in staged.items():
+                if stored in self._params:
+                    continue  # logged meanwhile by another thread with the same value
                 self._params[stored] = text
-                short = self._keep_long_value("params", stored, text)
-                self._pending_params.append((stored, short if short is not None else value))
-            self._after_log()
+                short = shortened[stored]
+                kept = short if short is not None else value
+                ops.append(jn.Op(jn.PARAM, stored, text=json.dumps(kept)))
+            self._enqueue(ops)
+        self._claim("param", names)
 
     def _stored_text(self, stored: str, text: str, kind: str) -> str | None:
-        limit = (
-            self._limits.param_value_length if kind == "params" else self._limits.tag_value_length
-        )
+        limits = self._limits
+        limit = limits.param_value_length if kind == "params" else limits.tag_value_length
         return normalize.truncate(text, limit, f"{normalize.LONG_VALUES_DIR}/{kind}/{stored}.txt")
 
     def _keep_long_value(self, kind: str, stored: str, text: str) -> str | None:
@@ -213,11 +288,12 @@ class Run:
     def log_metric(
         self, key: str, value: Any, step: int | None = None, timestamp: Any = None
     ) -> None:
-        """Log one metric point.
+        """Log one metric point; it returns at once (the writer sends it in the background).
 
         Args:
             key: the metric name.
-            value: a real number (bools become 1.0/0.0; NaN and infinities are kept).
+            value: a real number (bools become 1.0/0.0; NaN and infinities are kept, as far as
+                the backend can hold them: MLflow stores ±inf as ±1.797e308).
             step: a non-negative integer; when omitted, one more than this key's highest step
                 so far (0 for its first point). Steps are counted per key.
             timestamp: a datetime or int milliseconds since the epoch; defaults to now.
@@ -225,43 +301,48 @@ class Run:
         Raises:
             InvalidInput: the name, value, step or timestamp is not acceptable.
         """
-        stored, _ = self._keys["metric"](key, "metric")
-        number = normalize.metric_value(key, value)
-        ts = (
-            int(time.time() * 1000) if timestamp is None else normalize.timestamp_ms(key, timestamp)
-        )
-        explicit = None if step is None else normalize.step_value(key, step)
+        known = self._metric_keys.get(key) if type(key) is str else None
+        stored = self._keys["metric"].check(key, "metric") if known is None else known
+        number = value if type(value) is float else normalize.metric_value(key, value)
+        ts = int(_time() * 1000) if timestamp is None else normalize.timestamp_ms(key, timestamp)
+        if step is not None and (type(step) is not int or not 0 <= step <= normalize.MAX_STEP):
+            step = normalize.step_value(key, step)
         with self._lock:
-            self._check_open()
-            self._add_point(stored, number, explicit, ts)
-            self._after_log()
+            if self.status is not None or self._writer.failure is not None:
+                self._check_open()
+            last = self._steps.get(stored, -1)
+            if step is None:
+                step = last + 1
+            if step > last:
+                self._steps[stored] = step
+            self._queue.append(jn.Op(jn.METRIC, stored, number, step, ts))
+            size = len(self._queue)
+        if size >= self._bound:
+            self._queue_full(size)
+        if known is None:
+            self._claim("metric", {key: stored})
+            self._metric_keys[key] = stored
 
     def log_metrics(
         self, metrics: Mapping[str, Any], step: int | None = None, timestamp: Any = None
     ) -> None:
         """Log several metrics at one step (nested mappings are flattened with ``.``)."""
         flat = normalize.flatten(metrics, "metrics")
-        ts = (
-            int(time.time() * 1000) if timestamp is None else normalize.timestamp_ms("*", timestamp)
-        )
+        ts = int(_time() * 1000) if timestamp is None else normalize.timestamp_ms("*", timestamp)
         explicit = None if step is None else normalize.step_value("*", step)
-        points = [
-            (self._keys["metric"](key, "metric")[0], normalize.metric_value(key, raw))
-            for key, raw in flat.items()
-        ]
+        names = self._keys["metric"].check_all(flat, "metric")
+        points = [(names[key], normalize.metric_value(key, raw)) for key, raw in flat.items()]
         with self._lock:
             self._check_open()
+            ops = []
             for stored, number in points:
-                self._add_point(stored, number, explicit, ts)
-            self._after_log()
-
-    def _add_point(self, key: str, value: float, step: int | None, ts: int) -> None:
-        last = self._steps.get(key, -1)
-        if step is None:
-            step = last + 1
-        if step > last:
-            self._steps[key] = step
-        self._pending_metrics.append(Metric(key, value, step, ts))
+                last = self._steps.get(stored, -1)
+                at = last + 1 if explicit is None else explicit
+                if at > last:
+                    self._steps[stored] = at
+                ops.append(jn.Op(jn.METRIC, stored, number, at, ts))
+            self._enqueue(ops)
+        self._claim("metric", names)
 
     # -- tags -------------------------------------------------------------------------------
     def set_tag(self, key: str, value: Any) -> None:
@@ -271,25 +352,27 @@ class Run:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set several tags; nested mappings are flattened with ``.``."""
         flat = normalize.flatten(tags, "tags")
-        staged = [
-            (
-                self._keys["tag"](key, "tag")[0],
-                normalize.value_text(normalize.param_value(key, raw)),
-            )
+        names = self._keys["tag"].check_all(flat, "tag")
+        staged = {
+            names[key]: normalize.value_text(normalize.param_value(key, raw))
             for key, raw in flat.items()
-        ]
+        }
         with self._lock:
             self._check_open()
-            for stored, text in staged:
-                short = self._keep_long_value("tags", stored, text)
-                self._pending_tags[stored] = short if short is not None else text
-            self._after_log()
+        kept = {}
+        for stored, text in staged.items():
+            short = self._keep_long_value("tags", stored, text)
+            kept[stored] = short if short is not None else text
+        with self._lock:
+            self._enqueue([jn.Op(jn.TAG, stored, text=text) for stored, text in kept.items()])
+        self._claim("tag", names)
 
     # -- artifacts --------------------------------------------------------------------------
     def log_artifact(self, local_path: str | os.PathLike[str], path: str | None = None) -> None:
         """Store a file or a directory under ``path`` (a run-relative directory).
 
         A file lands at ``path/<file name>``, a directory at ``path/<directory name>/...``.
+        If the service is unreachable, a copy is journaled and uploaded later.
 
         Raises:
             InvalidInput: ``local_path`` does not exist, or ``path`` leaves the run.
@@ -304,11 +387,24 @@ class Run:
         self._tracker._require("artifacts", "log_artifact", "log the data as params or tags")
         with self._lock:
             self._check_open()
-        _call(
-            self._backend,
-            f"log artifact {local.name!r}",
-            lambda: self._backend.log_artifact(self.id, local, directory),
-        )
+        if self._meta["run_id"] is not None and self._writer.failure is None:
+            try:
+                self._backend.log_artifact(self.id, local, directory)
+                return
+            except TrackkitError:
+                raise
+            except Exception as e:
+                if self._writer.strict:
+                    raise BackendError(redact(f"log artifact {local.name!r}: {e}")) from e
+                self._writer._failed(e, where=str(self.journal.path))
+        copy = self.journal.files_dir() / uuid.uuid4().hex / local.name
+        copy.parent.mkdir(parents=True)
+        if local.is_dir():
+            shutil.copytree(local, copy)
+        else:
+            shutil.copy2(local, copy)
+        with self._lock:
+            self._enqueue([jn.Op(jn.ARTIFACT, directory, text=str(copy))])
 
     def _log_generated(self, file: str, write: Callable[[Path], None]) -> None:
         directory, name = normalize.artifact_file(file)
@@ -403,80 +499,58 @@ class Run:
         )
 
     # -- sending ----------------------------------------------------------------------------
-    def _after_log(self) -> None:
-        pending = len(self._pending_metrics) + len(self._pending_params) + len(self._pending_tags)
-        if pending >= self._batch_size or time.monotonic() - self._last_send >= FLUSH_INTERVAL:
-            self.flush()
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything logged so far and wait until the backend acknowledged it.
 
-    def flush(self) -> None:
-        """Send everything pending now.
-
-        Raises:
-            BackendError: the backend failed; what was not sent stays pending for the next flush.
+        Returns True once all of it was delivered, False if the service failed (the data stays
+        in the journal and is retried) or ``timeout`` seconds passed (default: the tracker's
+        ``end_timeout``). In strict mode a failure raises BackendError instead.
         """
-        with self._lock:
-            params, metrics = self._pending_params, self._pending_metrics
-            tags = list(self._pending_tags.items())
-            self._pending_params, self._pending_metrics, self._pending_tags = [], [], {}
-            self._last_send = time.monotonic()
-            sent_p = sent_m = sent_t = 0
-            try:
-                for bp, bm, bt in _batches(params, metrics, tags, self._limits):
-                    self._send(bp, bm, bt)
-                    sent_p, sent_m, sent_t = sent_p + len(bp), sent_m + len(bm), sent_t + len(bt)
-            except BaseException:
-                self._pending_params[:0] = params[sent_p:]
-                self._pending_metrics[:0] = metrics[sent_m:]
-                self._pending_tags = {**dict(tags[sent_t:]), **self._pending_tags}
-                raise
-            self._report_renames()
+        self._log_renames()
+        wait = self._tracker.end_timeout if timeout is None else timeout
+        delivered = self._writer.flush(self, wait)
+        if not delivered and self._writer.failure is not None:
+            if self._writer.strict:
+                self._raise_failure("deliver logged data")
+            self._writer.report()
+        return delivered
 
-    def _send(
-        self,
-        params: list[tuple[str, ParamValue]],
-        metrics: list[Metric],
-        tags: list[tuple[str, str]],
-    ) -> None:
-        _call(
-            self._backend,
-            f"log a batch to run {self.id}",
-            lambda: self._backend.log_batch(self.id, params, metrics, tags),
-        )
-
-    def _report_renames(self) -> None:
-        renames = {kind: dict(rules.renames) for kind, rules in self._keys.items() if rules.renames}
-        count = sum(len(r) for r in renames.values())
-        if count == self._renames_written:
-            return
-        self._renames_written = count
-        listing = "; ".join(f"{k!r} -> {v!r}" for r in renames.values() for k, v in r.items())
-        warnings.warn(
-            f"run {self.id}: names with characters the {self._backend.name} backend does not "
-            f"allow were renamed ({listing}); the mapping is in artifact {RENAMES_ARTIFACT}",
-            TrackkitWarning,
-            stacklevel=4,
-        )
-        if self._backend.capabilities.artifacts:
-            self.log_dict(renames, RENAMES_ARTIFACT)
+    def _log_renames(self) -> None:
+        count = sum(len(r) for r in self.renames.values())
+        if count != self._renames_logged and self._backend.capabilities.artifacts:
+            self._renames_logged = count
+            self.log_dict(self.renames, RENAMES_ARTIFACT)
 
     def end(self, status: str = "FINISHED") -> None:
         """Send what is pending and end the run with ``status`` (FINISHED, FAILED or KILLED).
 
-        Ending an ended run again does nothing.
+        Waits up to the tracker's ``end_timeout`` for the backend; what it has not
+        acknowledged by then stays in the journal (retried while the process lives, and by
+        ``trackkit sync`` after). Ending an ended run again does nothing.
         """
         if status not in STATUSES:
             raise InvalidInput(f"run status must be one of {STATUSES}, got {status!r}")
+        if self.status is not None:
+            return
+        self._log_renames()
         with self._lock:
             if self.status is not None:
                 return
-            self.flush()
-            _call(
-                self._backend,
-                f"end run {self.id}",
-                lambda: self._backend.end_run(self.id, status),
-            )
             self.status = status
+            self._queue.append(jn.Op(jn.END, ts=int(_time() * 1000), text=status))
         _lifecycle.forget(self)
+        if self._writer.flush(self, self._tracker.end_timeout):
+            return
+        if self._writer.strict and self._writer.failure is not None:
+            self._raise_failure(f"end run {self.id}")
+        self._writer.report()
+        warnings.warn(
+            f"run {self.id} ended {status}, but the {redact(self._backend.describe())} backend "
+            f"has not acknowledged all of it yet; it is kept in journal {self.journal.path}, "
+            "retried while this process runs, and replayed by `trackkit sync`",
+            TrackkitWarning,
+            stacklevel=2,
+        )
 
 
 class Tracker:
@@ -485,8 +559,50 @@ class Tracker:
     Create one with :func:`trackkit.get_tracker`.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        strict: bool | None = None,
+        journal_dir: str | os.PathLike[str] | None = None,
+        flush_interval: float | None = None,
+        end_timeout: float | None = None,
+        memory_bound: int | None = None,
+    ) -> None:
+        """Args:
+        backend: the backend instance.
+        strict: raise tracking-service failures instead of journaling them quietly
+            (default: ``$TRACKKIT_STRICT``, else False).
+        journal_dir: the trackkit directory (default ``$TRACKKIT_DIR``, else ``./.trackkit``).
+        flush_interval: seconds between background sends (``$TRACKKIT_FLUSH_INTERVAL``, 1.0).
+        end_timeout: seconds ``Run.end`` and ``flush`` wait for the backend
+            (``$TRACKKIT_END_TIMEOUT``, 30).
+        memory_bound: queued operations per run before the queue is journaled early (50,000);
+            at twice that, the logging thread journals the queue itself (bounded memory).
+        """
         self.backend = backend
+        self.strict = _env_flag("TRACKKIT_STRICT") if strict is None else bool(strict)
+        self.journal_dir = jn.journal_dir(journal_dir)
+        interval = (
+            _env_float("TRACKKIT_FLUSH_INTERVAL", 1.0) if flush_interval is None else flush_interval
+        )
+        self.end_timeout = (
+            _env_float("TRACKKIT_END_TIMEOUT", 30.0) if end_timeout is None else end_timeout
+        )
+        self.memory_bound = 50_000 if memory_bound is None else memory_bound
+        for label, number in (("flush_interval", interval), ("end_timeout", self.end_timeout)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
+                raise InvalidInput(f"{label} must be a positive number of seconds, got {number!r}")
+        if (
+            isinstance(self.memory_bound, bool)
+            or not isinstance(self.memory_bound, int)
+            or (self.memory_bound < 1)
+        ):
+            raise InvalidInput(f"memory_bound must be a positive int, got {self.memory_bound!r}")
+        self._writer = Writer(
+            backend, interval=float(interval), memory_bound=self.memory_bound, strict=self.strict
+        )
+        self._deferred: jn.Journal | None = None
 
     def __repr__(self) -> str:
         return f"Tracker(backend={redact(self.backend.describe())!r})"
@@ -528,12 +644,21 @@ class Tracker:
             if not isinstance(run_id, str) or not run_id:
                 raise InvalidInput(f"run_id must be a non-empty string, got {run_id!r}")
             self._require("resume", "start_run(run_id=...)", "start a new run")
-        handle = _call(
-            self.backend,
-            f"start a run in experiment {experiment!r}",
-            lambda: self.backend.start_run(experiment, name, run_id),
-        )
-        run = Run(self, handle)
+        try:
+            handle: RunHandle | None = self.backend.start_run(experiment, name, run_id)
+        except TrackkitError:
+            raise
+        except Exception as e:
+            if run_id is not None or self.strict:
+                what = f"start a run in experiment {experiment!r}"
+                raise BackendError(
+                    redact(f"the {self.backend.describe()} backend failed to {what}: {e}")
+                ) from e
+            self._writer._failed(e, where=str(self.journal_dir))
+            self._writer.report(stacklevel=2)
+            handle = None  # a local run: `trackkit sync` creates it at the backend later
+        run = Run(self, handle, experiment or "", name)
+        self._writer.add(run)
         _lifecycle.remember(run)
         if tags:
             run.set_tags(tags)
@@ -658,7 +783,7 @@ class Tracker:
         if alias is not None:
             if isinstance(alias, str) and alias.lower() == "latest":
                 return self._latest(name)
-            if isinstance(alias, str) and alias[:1] in "vV" and alias[1:].isdigit():
+            if isinstance(alias, str) and re.fullmatch(r"[vV][0-9]+", alias):
                 version = int(alias[1:])
             else:
                 checked = normalize.alias(alias)
@@ -764,7 +889,36 @@ class Tracker:
         """Send what every open run of this tracker has pending."""
         _lifecycle.flush_open(self)
 
+    def defer(self, operation: str, **arguments: Any) -> Path:
+        """Journal a Tracker call the backend cannot make now; ``trackkit sync`` replays it.
+
+        Args:
+            operation: a public Tracker method, e.g. ``"set_model_alias"``.
+            **arguments: its keyword arguments (JSON-serializable).
+
+        Returns:
+            The journal file holding it.
+        """
+        if operation.startswith("_") or not callable(getattr(Tracker, operation, None)):
+            raise InvalidInput(f"cannot defer {operation!r}: not a Tracker method")
+        text = json.dumps(normalize.jsonable(arguments, f"defer({operation!r})"))
+        if self._deferred is None:
+            self._deferred = jn.Journal.create(
+                self.journal_dir,
+                f"deferred-{uuid.uuid4().hex}",
+                {
+                    "kind": "deferred",
+                    "backend": self.backend.name,
+                    "options": self.backend.replay_options(),
+                },
+            )
+        self._deferred.append([jn.Op(jn.DEFERRED, operation, text=text)])
+        return self._deferred.path
+
     def close(self) -> None:
-        """Flush open runs and release the backend."""
+        """Flush open runs, stop the background writer and release the backend."""
         self.flush()
+        self._writer.stop()
+        if self._deferred is not None:
+            self._deferred.close()
         self.backend.close()

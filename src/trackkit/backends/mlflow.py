@@ -10,9 +10,11 @@ aliases, never the deprecated stages.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,16 @@ SYSTEM_TAG_PREFIX = "mlflow."
 # MLflow keeps the tracking URI in process globals; trackkit sets it only around the few
 # fluent-only calls (model logging, loading, registration) and restores it afterwards.
 _GLOBAL_URI_LOCK = threading.RLock()
+#: set when the user has not set them: see MLflowBackend.__init__
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def _without_password(uri: str) -> str:
+    return re.sub(r"://([^:/@\s]*):[^@/\s]*@", r"://\1@", uri)
 
 
 def _ms_to_datetime(ms: int | None) -> datetime | None:
@@ -81,15 +93,30 @@ class MLflowBackend(Backend):
         self.registry_uri = (
             registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri
         )
+        # trackkit retries failed sends itself, with backoff, in its background writer; MLflow's
+        # own retries (7, minutes of backoff by default) would only delay the journal.
+        for variable, default in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(variable, default)
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self._error = MlflowException
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         self._experiment_names: dict[str, str] = {}
+        if self.tracking_uri.startswith(("http://", "https://")):
+            # a server takes two batches at once: the client encodes one while it stores one
+            self.limits = replace(type(self).limits, concurrent_batches=2)
 
     def describe(self) -> str:
         return f"mlflow ({redact(self.tracking_uri)})"
+
+    def replay_options(self) -> dict[str, Any]:
+        # a password inside a URI is never written to the journal: sync takes credentials
+        # from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or an explicit URI
+        return {
+            "tracking_uri": _without_password(self.tracking_uri),
+            "registry_uri": _without_password(self.registry_uri),
+        }
 
     # -- error and URI plumbing ---------------------------------------------------------------
     @contextmanager
@@ -275,6 +302,9 @@ class MLflowBackend(Backend):
         )
 
     def load_model(self, uri: str) -> Any:
+        rest = uri[len("models:/") :] if uri.startswith("models:/") else None
+        if rest is not None and "/" not in rest and "@" not in rest and not rest.startswith("m-"):
+            uri = f"models:/{rest}/latest"  # a registered model's name alone: its latest version
         with self._global_uris(), self._mapped(f"model {uri!r}", missing=True):
             flavors = self._mlflow.models.get_model_info(uri).flavors
             for flavor in ("xgboost", "sklearn"):
@@ -316,7 +346,10 @@ class MLflowBackend(Backend):
 
     def list_model_versions(self, name: str) -> list[ModelVersion]:
         with self._mapped(f"registered model {name!r}", missing=True):
-            self.client.get_registered_model(name)
+            # search results carry no aliases: take them from the registered model
+            aliases: dict[int, list[str]] = {}
+            for alias, number in self.client.get_registered_model(name).aliases.items():
+                aliases.setdefault(int(number), []).append(alias)
             found: list[ModelVersion] = []
             token = None
             while True:
@@ -326,7 +359,9 @@ class MLflowBackend(Backend):
                 found.extend(self._version(mv) for mv in page)
                 token = page.token
                 if not token:
-                    return found
+                    return [
+                        replace(v, aliases=tuple(sorted(aliases.get(v.version, ())))) for v in found
+                    ]
 
     def set_model_alias(self, name: str, alias: str, version: int) -> None:
         with self._mapped(f"version {version} of {name!r}", missing=True):

@@ -1,0 +1,103 @@
+"""``trackkit sync``: replay journals left on disk to their backends.
+
+A journal is left behind when a run ended while its backend was unreachable, when the
+process was killed, or when operations were deferred (e.g. registry calls made offline).
+Replay is idempotent: acknowledged operations were deleted from the journal, so nothing is
+sent twice; a run whose process died without ending it is ended KILLED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trackkit import journal as jn
+from trackkit._secrets import redact
+from trackkit.writer import deliver
+
+if TYPE_CHECKING:
+    from trackkit.tracker import Tracker
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What ``sync`` did with one journal file."""
+
+    path: Path
+    kind: str  # "run" or "deferred"
+    run_id: str | None
+    outcome: str  # "delivered", "partial", "live" (its process still runs) or "failed"
+    operations: int  # operations delivered
+    error: str | None = None
+
+
+def _tracker(cache: dict[str, Tracker], meta: dict[str, Any], overrides: dict[str, Any]) -> Tracker:
+    from trackkit.tracker import get_tracker
+
+    options = {**meta.get("options", {}), **overrides}
+    key = json.dumps([meta["backend"], options], sort_keys=True, default=str)
+    if key not in cache:
+        cache[key] = get_tracker(meta["backend"], **options)
+    return cache[key]
+
+
+def _replay_deferred(journal: jn.Journal, tracker: Tracker) -> int:
+    done = 0
+    while rows := journal.pending(100):
+        for seq, op in rows:
+            getattr(tracker, op.key or "")(**json.loads(op.text or "{}"))
+            journal.ack([seq])
+            done += 1
+    return done
+
+
+def sync(directory: str | os.PathLike[str] | None = None, **options: Any) -> list[SyncResult]:
+    """Replay every journal under the trackkit directory.
+
+    Args:
+        directory: the trackkit directory (default ``$TRACKKIT_DIR``, else ``./.trackkit``).
+        **options: backend options that override the recorded ones (e.g. ``tracking_uri``).
+
+    Returns:
+        One SyncResult per journal file, in name order. Fully delivered journals are deleted.
+    """
+    results: list[SyncResult] = []
+    trackers: dict[str, Tracker] = {}
+    for path in sorted(jn.journal_dir(directory).glob("*.db")):
+        journal = jn.Journal.try_open(path)
+        if journal is None:
+            results.append(SyncResult(path, "run", None, "live", 0))
+            continue
+        meta = journal.meta()
+        kind = "deferred" if meta.get("kind") == "deferred" else "run"
+        before = journal.count()
+        try:
+            tracker = _tracker(trackers, meta, options)
+            if kind == "deferred":
+                _replay_deferred(journal, tracker)
+                done = True
+            else:
+                if not meta.get("ended") and journal.count(jn.END) == 0:
+                    # we hold its lock, so the process that logged this run is gone
+                    journal.append([jn.Op(jn.END, ts=jn.now_ms(), text="KILLED")])
+                    before += 1
+                done = deliver(journal, tracker.backend, meta) or bool(meta.get("ended"))
+            sent = before - journal.count()
+            results.append(
+                SyncResult(path, kind, meta.get("run_id"), "delivered" if done else "partial", sent)
+            )
+            if done:
+                journal.remove()
+            else:
+                journal.close()
+        except Exception as e:
+            sent = before - journal.count()
+            journal.close()
+            error = redact(f"{type(e).__name__}: {e}")
+            results.append(SyncResult(path, kind, meta.get("run_id"), "failed", sent, error))
+    for tracker in trackers.values():
+        tracker.close()
+    return results

@@ -1,0 +1,301 @@
+"""The background writer: logging never waits on, and never dies of, the tracking service.
+
+Log calls only validate and append to the run's in-memory queue. Per tracker, two daemon
+threads do the rest:
+
+- the *journal* thread moves queued operations into each run's on-disk journal every
+  ``interval`` seconds (sooner when a queue passes ``memory_bound``), so a hard kill loses
+  at most about one interval of points and memory stays bounded;
+- the *sender* thread sends journaled operations in batches shaped to the backend's limits
+  and deletes each batch from the journal once the backend acknowledged it. On a failure it
+  keeps everything, reports once, and retries with exponential backoff.
+
+``deliver`` is shared with ``trackkit sync``, which replays journals left on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trackkit import journal as jn
+from trackkit._secrets import redact
+from trackkit.entities import Metric
+from trackkit.errors import TrackkitWarning
+
+if TYPE_CHECKING:
+    from trackkit.backend import Backend
+    from trackkit.entities import ParamValue
+    from trackkit.tracker import Run
+
+MAX_BACKOFF = 30.0
+logger = logging.getLogger("trackkit")
+
+
+def _batch(rows: list[jn.Row], backend: Backend) -> list[jn.Row]:
+    """The longest prefix of batchable rows that fits in one ``log_batch`` call."""
+    limits = backend.limits
+    metrics = params_tags = 0
+    chosen: list[jn.Row] = []
+    for row in rows:
+        kind = row.op.kind
+        if kind not in jn.BATCHED:
+            break
+        if kind == jn.METRIC:
+            if metrics + 1 > limits.batch_metrics:
+                break
+            metrics += 1
+        else:
+            if params_tags + 1 > limits.batch_params_tags:
+                break
+            params_tags += 1
+        if metrics + params_tags > limits.batch_total:
+            break
+        chosen.append(row)
+    return chosen
+
+
+def _send_batch(backend: Backend, run_id: str, rows: list[jn.Row]) -> None:
+    params: list[tuple[str, ParamValue]] = []
+    metrics: list[Metric] = []
+    tags: dict[str, str] = {}  # a tag set twice in one batch: its last value wins
+    for _, op in rows:
+        if op.kind == jn.METRIC:
+            metrics.append(Metric(op.key, op.num, op.step, op.ts))  # type: ignore[arg-type]
+        elif op.kind == jn.PARAM:
+            params.append((op.key, json.loads(op.text)))  # type: ignore[arg-type]
+        else:
+            tags[op.key] = op.text  # type: ignore[index,assignment]
+    backend.log_batch(run_id, params, metrics, list(tags.items()))
+
+
+def _send_concurrently(
+    backend: Backend, run_id: str, batches: list[list[jn.Row]], journal: jn.Journal
+) -> None:
+    """Send consecutive batches at once (one in this thread); acknowledge each one sent."""
+    errors: list[BaseException] = []
+
+    def send(batch: list[jn.Row]) -> None:
+        try:
+            _send_batch(backend, run_id, batch)
+            journal.ack_range(batch[0].seq, batch[-1].seq)
+        except BaseException as e:
+            errors.append(e)
+
+    helpers = [threading.Thread(target=send, args=(b,), daemon=True) for b in batches[1:]]
+    for helper in helpers:
+        helper.start()
+    send(batches[0])
+    for helper in helpers:
+        helper.join()
+    if errors:
+        raise errors[0]
+
+
+def ensure_started(journal: jn.Journal, backend: Backend, meta: dict[str, Any]) -> str:
+    """The backend's id of the journal's run, creating the run there if it was started offline."""
+    run_id = meta.get("run_id")
+    if not run_id:
+        handle = backend.start_run(meta["experiment"], meta.get("name"), None)
+        run_id = handle.id
+        meta["run_id"] = run_id
+        journal.set_meta(run_id=run_id)
+    return str(run_id)
+
+
+def deliver(journal: jn.Journal, backend: Backend, meta: dict[str, Any]) -> bool:
+    """Send everything in ``journal`` to ``backend``; True once the run's end was delivered.
+
+    Raises whatever the backend raises; what was not acknowledged stays in the journal.
+    """
+    ended = False
+    lanes = max(1, backend.limits.concurrent_batches)
+    while True:
+        rows = journal.pending(max(backend.limits.batch_total, 1) * lanes)
+        if not rows:
+            return ended
+        run_id = ensure_started(journal, backend, meta)
+        batches: list[list[jn.Row]] = []
+        while len(batches) < lanes and (batch := _batch(rows, backend)):
+            batches.append(batch)
+            rows = rows[len(batch) :]
+        if batches:
+            _send_concurrently(backend, run_id, batches, journal)
+            continue
+        seq, op = rows[0]
+        if op.kind == jn.END:
+            backend.end_run(run_id, op.text or "FINISHED")
+            journal.set_meta(ended=op.text or "FINISHED")
+            ended = True
+        elif op.kind == jn.ARTIFACT:
+            local = Path(op.text or "")
+            backend.log_artifact(run_id, local, op.key)
+            shutil.rmtree(local.parent, ignore_errors=True)
+        journal.ack([seq])
+
+
+class Writer:
+    """The background writer of one tracker."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        interval: float = 1.0,
+        memory_bound: int = 100_000,
+        strict: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.interval = interval
+        self.memory_bound = memory_bound
+        self.strict = strict
+        self._runs: list[Run] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._journal_wake = threading.Event()
+        self._send_wake = threading.Event()
+        self._progress = threading.Condition()
+        self._attempts = 0  # delivery attempts finished, successful or not
+        self._failed_attempt = -1  # the number of the last attempt that failed
+        self.failure: BaseException | None = None
+        self.failure_where = ""
+        self._reported = False
+        self._backoff = 0.0
+        self._started = False
+        self._stopping = False
+
+    # -- runs ---------------------------------------------------------------------------------
+    def add(self, run: Run) -> None:
+        with self._lock:
+            self._runs.append(run)
+            if not self._started:
+                self._started = True
+                for target, name in ((self._journal_loop, "journal"), (self._send_loop, "sender")):
+                    thread = threading.Thread(target=target, name=f"trackkit-{name}", daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
+
+    def queue_full(self) -> None:
+        self._journal_wake.set()
+
+    def _snapshot(self) -> list[Run]:
+        with self._lock:
+            return list(self._runs)
+
+    # -- threads ------------------------------------------------------------------------------
+    def _journal_loop(self) -> None:
+        while not self._stopping:
+            self._journal_wake.wait(self.interval)
+            self._journal_wake.clear()
+            for run in self._snapshot():
+                try:
+                    run._to_journal()
+                except Exception as e:  # a full disk must not kill the thread
+                    self._failed(e, where=str(run.journal.path))
+            self._send_wake.set()
+
+    def _send_loop(self) -> None:
+        while not self._stopping:
+            # after a failure, wait out the backoff unless a flush asks for an attempt now
+            self._send_wake.wait(self._backoff or self.interval)
+            self._send_wake.clear()
+            try:
+                self._attempt()
+            except Exception:  # never let the thread die: the journal keeps the data
+                logger.exception("trackkit's background writer hit an unexpected error")
+
+    def _attempt(self) -> None:
+        ok = True
+        for run in self._snapshot():
+            try:
+                if deliver(run.journal, self.backend, run._meta):
+                    self._finished(run)
+            except Exception as e:
+                ok = False
+                self._failed(e, where=str(run.journal.path))
+                break
+        with self._progress:
+            self._attempts += 1
+            if ok:
+                if self.failure is not None:
+                    logger.warning(
+                        "trackkit: the %s backend is reachable again; journaled operations "
+                        "are delivered",
+                        redact(self.backend.describe()),
+                    )
+                self.failure, self._reported, self._backoff = None, False, 0.0
+            else:
+                self._failed_attempt = self._attempts
+                self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
+            self._progress.notify_all()
+
+    def _failed(self, error: BaseException, where: str) -> None:
+        """Record a failure (any thread); it is logged now and warned once in the user's thread."""
+        first = self.failure is None
+        self.failure, self.failure_where = error, where
+        if first:
+            logger.warning("%s", self._message())
+
+    def _message(self) -> str:
+        error = self.failure
+        return redact(
+            f"trackkit: the {self.backend.describe()} backend failed "
+            f"({type(error).__name__}: {error}); training goes on, operations are kept in the "
+            f"journal ({self.failure_where}) and retried; `trackkit sync` replays them later"
+        )
+
+    def report(self, stacklevel: int = 3) -> None:
+        """Warn about the current failure once (called from the user's thread)."""
+        if self.failure is not None and not self._reported:
+            self._reported = True
+            warnings.warn(self._message(), TrackkitWarning, stacklevel=stacklevel + 1)
+
+    def _finished(self, run: Run) -> None:
+        with self._lock:
+            if run in self._runs:
+                self._runs.remove(run)
+        run.journal.remove()
+
+    # -- waiting ------------------------------------------------------------------------------
+    def flush(self, run: Run, timeout: float | None) -> bool:
+        """Journal the run's queue and deliver it now; False if delivery failed or timed out."""
+        run._to_journal()
+        with self._progress:
+            start = self._attempts
+        self._send_wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._progress:
+            while True:
+                if run not in self._snapshot() or (run.journal_empty() and self._attempts > start):
+                    return True
+                if self._failed_attempt > start:
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._progress.wait(remaining if remaining is not None else 1.0)
+                self._send_wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the threads and release the journals of runs not fully delivered (for sync).
+
+        Waits up to ``timeout`` seconds for a send in progress, so nothing sent goes
+        unacknowledged.
+        """
+        self._stopping = True
+        self._journal_wake.set()
+        self._send_wake.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        for run in self._snapshot():
+            with contextlib.suppress(Exception):
+                run._to_journal()
+            run.journal.close()

@@ -1,0 +1,159 @@
+"""Real faults against a real `mlflow server`: it dies mid-run, it is down for a whole run,
+and the training process is terminated or killed. MLflow's client must then show every point
+exactly once and the run's final status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import trackkit
+from conftest import _free_port, start_mlflow_server
+from conftest import stop_mlflow_server as _stop
+
+mlflow = pytest.importorskip("mlflow")
+pytestmark = pytest.mark.server
+
+
+def _steps(client, run_id: str, key: str) -> list[int]:  # type: ignore[no-untyped-def]
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_server_dies_mid_run_and_comes_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = _free_port()
+    server, url = start_mlflow_server(tmp_path, port)
+    tracker = trackkit.get_tracker("mlflow", tracking_uri=url, flush_interval=0.2, end_timeout=120)
+    restarted: list[subprocess.Popen[bytes]] = []
+    restart = threading.Thread(
+        target=lambda: restarted.append(start_mlflow_server(tmp_path, port)[0])
+    )
+    worst, points = 0.0, 1500
+    try:
+        warned = pytest.warns(trackkit.TrackkitWarning, match="backend failed")
+        with warned, tracker.start_run(experiment="outage") as run:
+            run.log_params({"model": {"alpha": 0.5}})
+            for i in range(points):
+                if i == 300:
+                    _stop(server)  # the service dies mid-run
+                if i == 500:
+                    restart.start()  # and comes back while training goes on
+                started = time.perf_counter()
+                run.log_metric("loss", 1.0 / (i + 1))
+                run.log_metric("acc", i / points, step=i)
+                worst = max(worst, time.perf_counter() - started)
+                time.sleep(0.01)
+            restart.join()
+        assert "backend failed" in caplog.text  # the outage was recorded
+        client = mlflow.MlflowClient(tracking_uri=url)
+        assert _steps(client, run.id, "loss") == list(range(points))  # each point exactly once
+        assert _steps(client, run.id, "acc") == list(range(points))
+        assert client.get_run(run.id).info.status == "FINISHED"
+        assert client.get_run(run.id).data.params == {"model.alpha": "0.5"}
+        assert not run.journal.path.exists()
+        print(f"\nworst log_metric call during the outage: {worst * 1000:.2f} ms")
+        # the loop never waited on the network (MLflow's own retries take seconds)
+        assert worst < 1.0
+    finally:
+        tracker.close()
+        for proc in restarted:
+            _stop(proc)
+
+
+def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    (tmp_path / "notes.txt").write_text("kept")
+    tracker = trackkit.get_tracker("mlflow", tracking_uri=url, flush_interval=0.2, end_timeout=2)
+    with pytest.warns(trackkit.TrackkitWarning) as warned:
+        run = tracker.start_run(experiment="offline", name="while-down", tags={"team": "a"})
+        with run:
+            run.log_params({"lr": 0.1})
+            for i in range(250):
+                run.log_metric("loss", float(i))
+            run.log_artifact(tmp_path / "notes.txt", "docs")
+    tracker.close()
+    assert run.id.startswith("local-")
+    assert any("trackkit sync" in str(w.message) for w in warned)
+    assert run.journal.path.exists()
+
+    (tmp_path / "srv").mkdir()
+    server, _ = start_mlflow_server(tmp_path / "srv", port)
+    try:
+        results = trackkit.sync()
+        assert [(r.kind, r.outcome) for r in results] == [("run", "delivered")]
+        client = mlflow.MlflowClient(tracking_uri=url)
+        [found] = client.search_runs([client.get_experiment_by_name("offline").experiment_id])
+        assert found.info.run_id == results[0].run_id
+        assert found.info.status == "FINISHED" and found.info.run_name == "while-down"
+        assert found.data.params == {"lr": "0.1"} and found.data.tags["team"] == "a"
+        assert _steps(client, found.info.run_id, "loss") == list(range(250))
+        assert [a.path for a in client.list_artifacts(found.info.run_id, "docs")] == [
+            "docs/notes.txt"
+        ]
+        assert not run.journal.path.exists()
+        assert trackkit.sync() == []  # replaying again sends nothing twice
+        assert _steps(client, found.info.run_id, "loss") == list(range(250))
+    finally:
+        _stop(server)
+
+
+TRAINING = """
+import sys, time, trackkit
+tracker = trackkit.get_tracker("mlflow", tracking_uri=sys.argv[1], flush_interval=0.2)
+run = tracker.start_run(experiment="signals")
+print(run.id, flush=True)
+for i in range(int(sys.argv[2])):
+    run.log_metric("loss", float(i))
+print("logged", flush=True)
+time.sleep(600)
+"""
+
+
+def _training(tmp_path: Path, url: str, points: int) -> tuple[subprocess.Popen[str], str]:
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(TRAINING))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), url, str(points)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    assert proc.stdout.readline().strip() == "logged"
+    return proc, run_id
+
+
+def test_sigterm_flushes_and_ends_killed(tmp_path: Path, mlflow_server: str) -> None:
+    proc, run_id = _training(tmp_path, mlflow_server, 3000)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == -signal.SIGTERM  # the process exits as it would have
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert _steps(client, run_id, "loss") == list(range(3000))
+
+
+def test_sigkill_then_sync_sends_the_rest(tmp_path: Path, mlflow_server: str) -> None:
+    proc, run_id = _training(tmp_path, mlflow_server, 20000)
+    time.sleep(0.6)  # past the journal interval: every point is on disk
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    done = subprocess.run(
+        [sys.executable, "-m", "trackkit", "sync"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "delivered" in done.stdout
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert _steps(client, run_id, "loss") == list(range(20000))
