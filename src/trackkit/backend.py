@@ -187,6 +187,17 @@ class Backend(ABC):
     def close(self) -> None:
         """Release SDK resources; called by ``Tracker.close``."""
 
+    def defer(self, operation: str, **arguments: Any) -> None:
+        """Journal a Tracker call for ``trackkit sync`` to replay when the backend is reachable.
+
+        For backends that do part of an operation locally now (e.g. an offline registry) and
+        the rest later. Available once the backend belongs to a Tracker.
+        """
+        deferrer = getattr(self, "_deferrer", None)
+        if deferrer is None:
+            raise self.unsupported("defer", "use the backend through trackkit.get_tracker()")
+        deferrer(operation, **arguments)
+
     def replay_options(self) -> dict[str, Any]:
         """Options that recreate this backend for ``trackkit sync``, without secrets."""
         return {}

@@ -603,6 +603,7 @@ class Tracker:
             backend, interval=float(interval), memory_bound=self.memory_bound, strict=self.strict
         )
         self._deferred: jn.Journal | None = None
+        backend._deferrer = self.defer  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"Tracker(backend={redact(self.backend.describe())!r})"

@@ -1,0 +1,130 @@
+"""A model registry in a local sqlite file, for backends whose own registry is out of reach.
+
+Offline modes (W&B offline, Neptune offline) keep registering, aliasing and loading models
+here, with the same rules as a server registry: versions numbered from 1 per model, one
+version per alias (setting an alias moves it), descriptions. The backend also defers each
+call with :meth:`trackkit.Tracker.defer`, so ``trackkit sync`` repeats it on the real registry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from trackkit.entities import ModelVersion
+from trackkit.errors import NotFound
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions(
+    name TEXT, version INTEGER, source TEXT, run_id TEXT, description TEXT, created REAL,
+    PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS aliases(
+    name TEXT, alias TEXT, version INTEGER, PRIMARY KEY (name, alias));
+"""
+
+
+class LocalRegistry:
+    """Registered models, versions and aliases in ``path`` (created if missing)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def _row(self, row: tuple[str, int, str, str | None, str | None, float]) -> ModelVersion:
+        name, version = row[0], row[1]
+        aliases = self._db.execute(
+            "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias",
+            (name, version),
+        ).fetchall()
+        return ModelVersion(
+            name=name,
+            version=version,
+            aliases=tuple(a for (a,) in aliases),
+            run_id=row[3],
+            source=row[2],
+            description=row[4],
+            created_at=datetime.fromtimestamp(row[5], tz=timezone.utc),
+        )
+
+    def _one(self, name: str, version: int) -> ModelVersion:
+        row = self._db.execute(
+            "SELECT name, version, source, run_id, description, created FROM versions "
+            "WHERE name = ? AND version = ?",
+            (name, version),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"registered model {name!r} has no version {version}")
+        return self._row(row)
+
+    def create_model_version(
+        self, name: str, source: str, run_id: str | None, description: str | None
+    ) -> ModelVersion:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            (last,) = self._db.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM versions WHERE name = ?", (name,)
+            ).fetchone()
+            self._db.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?)",
+                (name, last + 1, source, run_id, description, datetime.now(timezone.utc).timestamp()),
+            )
+            self._db.execute("COMMIT")
+            return self._one(name, last + 1)
+
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        with self._lock:
+            return self._one(name, version)
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"registered model {name!r} has no alias {alias!r}")
+            return self._one(name, row[0])
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, version, source, run_id, description, created FROM versions "
+                "WHERE name = ? ORDER BY version",
+                (name,),
+            ).fetchall()
+            if not rows:
+                raise NotFound(f"no registered model named {name!r}")
+            return [self._row(r) for r in rows]
+
+    def set_model_alias(self, name: str, alias: str, version: int) -> None:
+        with self._lock:
+            self._one(name, version)
+            self._db.execute(
+                "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (name, alias, version)
+            )
+
+    def delete_model_alias(self, name: str, alias: str) -> None:
+        with self._lock:
+            deleted = self._db.execute(
+                "DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).rowcount
+            if not deleted:
+                raise NotFound(f"registered model {name!r} has no alias {alias!r}")
+
+    def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
+        with self._lock:
+            self._one(name, version)
+            self._db.execute(
+                "UPDATE versions SET description = ? WHERE name = ? AND version = ?",
+                (description, name, version),
+            )
+            return self._one(name, version)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
