@@ -133,6 +133,8 @@ def test_a_journal_is_a_plain_sqlite_file(mlflow_tracker) -> None:  # type: igno
     run = tracker.start_run(experiment="inspect")
     run.log_metric("m", 2.5, step=4)
     run._to_journal()
-    rows = sqlite3.connect(run.journal.path).execute("SELECT kind, key, num, step FROM ops").fetchall()
+    rows = (
+        sqlite3.connect(run.journal.path).execute("SELECT kind, key, num, step FROM ops").fetchall()
+    )
     assert (jn.METRIC, "m", 2.5, 4) in rows
     run.end()

@@ -72,7 +72,14 @@ class LocalRegistry:
             ).fetchone()
             self._db.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?)",
-                (name, last + 1, source, run_id, description, datetime.now(timezone.utc).timestamp()),
+                (
+                    name,
+                    last + 1,
+                    source,
+                    run_id,
+                    description,
+                    datetime.now(timezone.utc).timestamp(),
+                ),
             )
             self._db.execute("COMMIT")
             return self._one(name, last + 1)

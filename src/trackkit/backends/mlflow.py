@@ -161,7 +161,7 @@ class MLflowBackend(Backend):
             found = self.client.get_experiment_by_name(name)
             if found is None:
                 try:
-                    return self.client.create_experiment(name)
+                    return str(self.client.create_experiment(name))
                 except self._error:  # created meanwhile by another process
                     found = self.client.get_experiment_by_name(name)
                     if found is None:
