@@ -162,7 +162,10 @@ class Writer:
         self._journal_wake = threading.Event()
         self._send_wake = threading.Event()
         self._progress = threading.Condition()
-        self._attempts = 0  # delivery attempts finished, successful or not
+        # Delivery attempts are numbered when they begin, so a flush only counts attempts that
+        # began after it asked (an attempt already failing when it asked says nothing).
+        self._begun = 0
+        self._done = 0  # the number of the last attempt that finished
         self._failed_attempt = -1  # the number of the last attempt that failed
         self.failure: BaseException | None = None
         self.failure_where = ""
@@ -212,6 +215,9 @@ class Writer:
                 logger.exception("trackkit's background writer hit an unexpected error")
 
     def _attempt(self) -> None:
+        with self._progress:
+            self._begun += 1
+            number = self._begun
         ok = True
         for run in self._snapshot():
             try:
@@ -222,7 +228,7 @@ class Writer:
                 self._failed(e, where=str(run.journal.path))
                 break
         with self._progress:
-            self._attempts += 1
+            self._done = number
             if ok:
                 if self.failure is not None:
                     logger.warning(
@@ -232,7 +238,7 @@ class Writer:
                     )
                 self.failure, self._reported, self._backoff = None, False, 0.0
             else:
-                self._failed_attempt = self._attempts
+                self._failed_attempt = number
                 self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
             self._progress.notify_all()
 
@@ -268,12 +274,12 @@ class Writer:
         """Journal the run's queue and deliver it now; False if delivery failed or timed out."""
         run._to_journal()
         with self._progress:
-            start = self._attempts
+            start = self._begun
         self._send_wake.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._progress:
             while True:
-                if run not in self._snapshot() or (run.journal_empty() and self._attempts > start):
+                if run not in self._snapshot() or (run.journal_empty() and self._done > start):
                     return True
                 if self._failed_attempt > start:
                     return False
