@@ -29,6 +29,15 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         "TRACKKIT_DISABLE_PLUGINS",
         "MLFLOW_TRACKING_URI",
         "MLFLOW_REGISTRY_URI",
+        "TRACKKIT_OFFLINE",
+        "TRACKKIT_STRICT",
+        "TRACKKIT_DIR",
+        "NEPTUNE_PROJECT",
+        "NEPTUNE_API_TOKEN",
+        "NEPTUNE_MODE",
+        "NEPTUNE_DATA_DIRECTORY",
+        "WANDB_MODE",
+        "WANDB_API_KEY",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)

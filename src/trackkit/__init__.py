@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from trackkit.copy import copy_runs
     from trackkit.entities import ModelRef, ModelVersion, RunInfo
     from trackkit.errors import (
         BackendError,
@@ -80,6 +81,7 @@ _LAZY = {
     ),
     "trackkit.hookspecs": ("hookimpl",),
     "trackkit.sync": ("sync", "SyncResult"),
+    "trackkit.copy": ("copy_runs",),
     "trackkit.tracker": ("Run", "Tracker", "get_tracker"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
@@ -123,6 +125,7 @@ __all__ = [
     "__version__",
     "active_run",
     "available_backends",
+    "copy_runs",
     "end_run",
     "get_default_tracker",
     "get_tracker",

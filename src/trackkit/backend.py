@@ -70,7 +70,7 @@ class Backend(ABC):
     name: ClassVar[str]
     extra: ClassVar[str | None] = None
     sdk: ClassVar[str | None] = None
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities = Capabilities()  # an instance may narrow it (e.g. per mode)
     limits: Limits = Limits()  # an instance may narrow it (e.g. per store)
 
     def __init__(self, **options: Any) -> None:

@@ -4,6 +4,8 @@
 
     trackkit backends [--json]   # each backend: SDK installed?, capabilities, providing plugin
     trackkit plugins [--json]    # each plugin: distribution, version, blocked?
+    trackkit sync [--dir DIR] [--backend NAME] [-o KEY=VALUE]   # replay journals
+    trackkit copy SOURCE --to BACKEND [-o KEY=VALUE] [--experiment NAME] [--run ID] [--json]
     trackkit --version
 
 It loads plugins but imports no SDK: whether a backend's SDK is installed is checked with
@@ -180,7 +182,7 @@ def _option(text: str) -> tuple[str, str]:
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     from trackkit.sync import sync
 
-    results = sync(args.dir, **dict(args.option))
+    results = sync(args.dir, args.backend, **dict(args.option))
     if args.json:
         rows = [{**r.__dict__, "path": str(r.path)} for r in results]
         json.dump(rows, out, indent=2)
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync_cmd.add_argument(
         "--dir", help="the trackkit directory (default $TRACKKIT_DIR or ./.trackkit)"
     )
+    sync_cmd.add_argument("--backend", help="only journals of this backend (e.g. mlflow)")
     sync_cmd.add_argument(
         "--option",
         "-o",
@@ -230,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync_cmd.add_argument("--json", action="store_true", help="print JSON")
     sync_cmd.set_defaults(run=cmd_sync)
+    from trackkit.copy import add_copy_parser
+
+    add_copy_parser(commands, _option)
     return parser
 
 

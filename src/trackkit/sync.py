@@ -54,12 +54,18 @@ def _replay_deferred(journal: jn.Journal, tracker: Tracker) -> int:
     return done
 
 
-def sync(directory: str | os.PathLike[str] | None = None, **options: Any) -> list[SyncResult]:
+def sync(
+    directory: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    **options: Any,
+) -> list[SyncResult]:
     """Replay every journal under the trackkit directory.
 
     Args:
         directory: the trackkit directory (default ``$TRACKKIT_DIR``, else ``./.trackkit``).
-        **options: backend options that override the recorded ones (e.g. ``tracking_uri``).
+        backend: only replay journals of this backend (default: all).
+        **options: backend options that override the recorded ones (e.g. ``tracking_uri``);
+            give ``backend`` too when the directory holds journals of several backends.
 
     Returns:
         One SyncResult per journal file, in name order. Fully delivered journals are deleted.
@@ -72,6 +78,9 @@ def sync(directory: str | os.PathLike[str] | None = None, **options: Any) -> lis
             results.append(SyncResult(path, "run", None, "live", 0))
             continue
         meta = journal.meta()
+        if backend is not None and meta.get("backend") != backend:
+            journal.close()
+            continue
         kind = "deferred" if meta.get("kind") == "deferred" else "run"
         before = journal.count()
         try:
