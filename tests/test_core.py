@@ -95,6 +95,32 @@ def test_a_failing_service_never_raises_and_loses_nothing() -> None:
     assert not run.journal.path.exists()  # delivered: the journal is gone
 
 
+def test_operations_refused_for_good_are_set_aside_not_retried_forever() -> None:
+    backend = RecordingBackend()
+    refuse = backend.log_batch
+
+    def log_batch(run_id, params, metrics, tags):  # type: ignore[no-untyped-def]
+        if any(m.key == "bad" for m in metrics):
+            raise trackkit.InvalidInput("metric 'bad' is not allowed here")
+        refuse(run_id, params, metrics, tags)
+
+    backend.log_batch = log_batch  # type: ignore[method-assign]
+    run = Tracker(backend).start_run(experiment="e")
+    for i in range(3):
+        run.log_metric("good", float(i))
+    run.log_metric("bad", 1.0)
+    run.log_metric("good", 3.0)
+    with pytest.warns(trackkit.TrackkitWarning, match="refused some operations"):
+        run.end()
+    assert [m.value for _, ms, _ in backend.batches for m in ms] == [0.0, 1.0, 2.0, 3.0]
+    assert backend.ended == {run.id: "FINISHED"}
+    assert run.rejected_at is not None and run.rejected_at.name.endswith(".db.rejected")
+    import sqlite3
+
+    kept = sqlite3.connect(run.rejected_at).execute("SELECT key, num, reason FROM rejected")
+    assert kept.fetchall() == [("bad", 1.0, "InvalidInput: metric 'bad' is not allowed here")]
+
+
 def test_strict_mode_raises_the_failure() -> None:
     backend = RecordingBackend()
     run = Tracker(backend, strict=True).start_run(experiment="e")

@@ -138,3 +138,18 @@ def test_a_journal_is_a_plain_sqlite_file(mlflow_tracker) -> None:  # type: igno
     )
     assert (jn.METRIC, "m", 2.5, 4) in rows
     run.end()
+
+
+def test_sync_replays_only_the_backend_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    tracker = trackkit.get_tracker("mlflow", tracking_uri="http://127.0.0.1:9", end_timeout=1)
+    with pytest.warns(trackkit.TrackkitWarning):
+        run = tracker.start_run(experiment="unreachable")
+        run.log_metric("m", 1.0)
+        run.end()
+    tracker.close()
+    assert trackkit.sync(backend="example") == []  # another backend's journal is left alone
+    assert run.journal.path.exists()
+    [result] = trackkit.sync(backend="mlflow")
+    assert result.outcome == "failed" and "127.0.0.1:9" in (result.error or "")
+    assert run.journal.path.exists()  # nothing lost: still there for a later sync

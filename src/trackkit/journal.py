@@ -76,6 +76,10 @@ class Journal:
             "CREATE TABLE IF NOT EXISTS ops(seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, "
             "key TEXT, num REAL, step INTEGER, ts INTEGER, text TEXT)"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS rejected(seq INTEGER PRIMARY KEY, kind TEXT, key TEXT, "
+            "num REAL, step INTEGER, ts INTEGER, text TEXT, reason TEXT)"
+        )
 
     @classmethod
     def create(cls, directory: Path, name: str, meta: dict[str, Any]) -> Journal:
@@ -142,6 +146,27 @@ class Journal:
             with self._lock:
                 self._db.execute("DELETE FROM ops WHERE seq <= ?", (max(seqs),))
 
+    def reject(self, rows: Sequence[Row], reason: str) -> None:
+        """Set aside operations the backend refused for good: kept, never sent again."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rejected VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.seq, *r.op, reason) for r in rows],
+            )
+            self._db.executemany("DELETE FROM ops WHERE seq = ?", [(r.seq,) for r in rows])
+            self._db.execute("COMMIT")
+
+    def rejected(self) -> list[tuple[Row, str]]:
+        """Operations set aside, with the backend's reason."""
+        with self._lock:
+            if self._closed:
+                return []
+            rows = self._db.execute(
+                "SELECT seq, kind, key, num, step, ts, text, reason FROM rejected ORDER BY seq"
+            ).fetchall()
+        return [(Row(r[0], Op(*r[1:7])), r[7]) for r in rows]
+
     def ack_range(self, first: int, last: int) -> None:
         """Forget the acknowledged operations ``first`` to ``last`` (a batch sent on its own)."""
         with self._lock:
@@ -172,12 +197,23 @@ class Journal:
             self._lock_file.close()
             self._lock_file = None
 
-    def remove(self) -> None:
-        """Delete the journal and its files (everything in it was delivered)."""
+    def remove(self) -> Path | None:
+        """Delete the journal and its files (everything in it was delivered).
+
+        A journal holding refused operations is kept instead, renamed ``<name>.db.rejected``
+        (``trackkit sync`` no longer picks it up); its path is returned.
+        """
+        kept = bool(self.rejected())
         self.close()
+        if kept:
+            target = Path(f"{self.path}.rejected")
+            self.path.rename(target)
+            Path(f"{self.path}.lock").unlink(missing_ok=True)
+            return target
         for suffix in ("", "-wal", "-shm", ".lock"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         shutil.rmtree(self.files_dir(), ignore_errors=True)
+        return None
 
 
 def now_ms() -> int:

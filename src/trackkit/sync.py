@@ -95,9 +95,10 @@ def sync(
                     before += 1
                 done = deliver(journal, tracker.backend, meta) or bool(meta.get("ended"))
             sent = before - journal.count()
-            results.append(
-                SyncResult(path, kind, meta.get("run_id"), "delivered" if done else "partial", sent)
-            )
+            refused = len(journal.rejected())
+            note = f"{refused} operations refused, kept in {path}.rejected" if refused else None
+            outcome = "delivered" if done else "partial"
+            results.append(SyncResult(path, kind, meta.get("run_id"), outcome, sent, note))
             if done:
                 journal.remove()
             else:

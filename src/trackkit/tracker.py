@@ -134,6 +134,8 @@ class Run:
         }
         self.journal = jn.Journal.create(tracker.journal_dir, local_id, self._meta)
         self.status: str | None = None
+        #: where operations the backend refused for good were kept, once the run is delivered
+        self.rejected_at: Path | None = None
 
     def __repr__(self) -> str:
         state = self.status or "RUNNING"
@@ -540,6 +542,14 @@ class Run:
             self._queue.append(jn.Op(jn.END, ts=int(_time() * 1000), text=status))
         _lifecycle.forget(self)
         if self._writer.flush(self, self._tracker.end_timeout):
+            if self.rejected_at is not None:
+                warnings.warn(
+                    f"run {self.id}: the {self._backend.name} backend refused some operations "
+                    f"for good; they are kept in {self.rejected_at} (table `rejected`, with "
+                    "the reasons), everything else was delivered",
+                    TrackkitWarning,
+                    stacklevel=2,
+                )
             return
         if self._writer.strict and self._writer.failure is not None:
             self._raise_failure(f"end run {self.id}")

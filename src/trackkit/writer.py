@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from trackkit import journal as jn
 from trackkit._secrets import redact
 from trackkit.entities import Metric
-from trackkit.errors import TrackkitWarning
+from trackkit.errors import InvalidInput, NotFound, TrackkitWarning
 
 if TYPE_CHECKING:
     from trackkit.backend import Backend
@@ -76,6 +76,29 @@ def _send_batch(backend: Backend, run_id: str, rows: list[jn.Row]) -> None:
     backend.log_batch(run_id, params, metrics, list(tags.items()))
 
 
+def _send_or_set_aside(
+    backend: Backend, run_id: str, rows: list[jn.Row], journal: jn.Journal
+) -> None:
+    """Send a batch; if the backend refuses it for good, find the refused operations by
+    halving and set them aside in the journal (kept, reported), so they block nothing."""
+    try:
+        _send_batch(backend, run_id, rows)
+    except (InvalidInput, NotFound) as e:
+        if len(rows) == 1:
+            journal.reject(rows, redact(f"{type(e).__name__}: {e}"))
+            logger.error(
+                "trackkit: the %s backend refused %r for good (%s); it is kept in %s",
+                redact(backend.describe()),
+                rows[0].op.key,
+                redact(str(e)),
+                journal.path,
+            )
+            return
+        half = len(rows) // 2
+        _send_or_set_aside(backend, run_id, rows[:half], journal)
+        _send_or_set_aside(backend, run_id, rows[half:], journal)
+
+
 def _send_concurrently(
     backend: Backend, run_id: str, batches: list[list[jn.Row]], journal: jn.Journal
 ) -> None:
@@ -84,7 +107,7 @@ def _send_concurrently(
 
     def send(batch: list[jn.Row]) -> None:
         try:
-            _send_batch(backend, run_id, batch)
+            _send_or_set_aside(backend, run_id, batch, journal)
             journal.ack_range(batch[0].seq, batch[-1].seq)
         except BaseException as e:
             errors.append(e)
@@ -267,7 +290,7 @@ class Writer:
         with self._lock:
             if run in self._runs:
                 self._runs.remove(run)
-        run.journal.remove()
+        run.rejected_at = run.journal.remove()
 
     # -- waiting ------------------------------------------------------------------------------
     def flush(self, run: Run, timeout: float | None) -> bool:
