@@ -87,6 +87,27 @@ def test_json_table_is_mlflow_native_table(mlflow_tracker, sqlite_uri) -> None: 
     assert read[list(frame.columns)].to_dict("list") == frame.to_dict("list")
 
 
+def test_a_pipeline_with_an_xgboost_step_logs_and_loads(mlflow_tracker, sqlite_uri) -> None:  # type: ignore[no-untyped-def]
+    xgboost = pytest.importorskip("xgboost")
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    rows = [{"city": "lyon", "area": 40.0}, {"city": "nice", "area": 75.0}] * 10
+    pipe = make_pipeline(DictVectorizer(), xgboost.XGBRegressor(n_estimators=3))
+    pipe.fit(rows, [1.0, 2.0] * 10)
+    with mlflow_tracker.start_run(experiment="e") as run:
+        ref = run.log_model(pipe)
+    assert list(mlflow_tracker.load_model(ref).predict(rows[:2])) == pytest.approx(
+        list(pipe.predict(rows[:2]))
+    )
+    mlflow.set_tracking_uri(sqlite_uri)
+    try:
+        loaded = mlflow.sklearn.load_model(ref.uri)  # MLflow's own loader trusts the same types
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert list(loaded.predict(rows[:2])) == pytest.approx(list(pipe.predict(rows[:2])))
+
+
 def test_xgboost_model_round_trip(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
     xgb = pytest.importorskip("xgboost")
     import numpy as np

@@ -51,6 +51,18 @@ def _ms_to_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
+def _skops_types(model: Any) -> list[str] | None:
+    """The types ``model`` is made of that skops does not trust by default.
+
+    MLflow saves scikit-learn models with skops, which refuses to load any type outside its
+    default list (scikit-learn, numpy, scipy ufuncs): an xgboost step in a Pipeline, or a
+    FunctionTransformer's function. The model being logged is the caller's own object, so its
+    types are trusted for loading it back; MLflow records the list in the model's MLmodel file.
+    """
+    skops_io = import_sdk("skops.io", extra="mlflow", purpose="MLflow's sklearn flavor")
+    return list(skops_io.get_untrusted_types(data=skops_io.dumps(model))) or None
+
+
 class MLflowBackend(Backend):
     """trackkit on MLflow (``pip install 'trackkit[mlflow]'``).
 
@@ -295,8 +307,11 @@ class MLflowBackend(Backend):
         # Pinning requirements ourselves skips MLflow's inference, which loads the model in a
         # subprocess and costs seconds per call.
         pins = requirements(model, flavor)
+        extra: dict[str, Any] = {}
+        if flavor == "sklearn":
+            extra["skops_trusted_types"] = _skops_types(model)
         with self._global_uris():
-            info = module.log_model(model, name=name, run_id=run_id, pip_requirements=pins)
+            info = module.log_model(model, name=name, run_id=run_id, pip_requirements=pins, **extra)
         return ModelRef(
             run_id=run_id, name=name, uri=info.model_uri, flavor=flavor, backend=self.name
         )
