@@ -1155,6 +1155,8 @@ class WandbBackend(Backend):
         package = self.model_store / state.project / artifact_name / ref
         package.parent.mkdir(parents=True, exist_ok=True)
         models.save_package(model, flavor, package)
+        # lets register_model find the run again from the URI alone
+        (package.parent / f"{ref}.run_id").write_text(run_id)
         artifact = self._wandb.Artifact(
             artifact_name,
             type=MODEL_TYPE,
@@ -1280,6 +1282,15 @@ class WandbBackend(Backend):
             "the W&B Registry yet; run `wandb sync` on its run, then `trackkit sync` again"
         )
 
+    def _run_of(self, source: str) -> str | None:
+        """The run a model URI was logged from, when this machine logged it."""
+        path, _, ref = source[len(URI_PREFIX) :].rpartition(":")
+        parts = path.split("/")
+        if len(parts) < 2 or not ref:
+            return None
+        marker = self.model_store / parts[-2] / parts[-1] / f"{ref}.run_id"
+        return marker.read_text() if marker.is_file() else None
+
     def create_model_version(
         self, name: str, source: str, run_id: str | None, description: str | None
     ) -> ModelVersion:
@@ -1289,6 +1300,8 @@ class WandbBackend(Backend):
                 f"the wandb backend registers models logged with log_model ({URI_PREFIX}... "
                 f"URIs), not {source!r}"
             )
+        if run_id is None:
+            run_id = self._run_of(source)
         if self.offline:
             registry = self._offline_write("register_model")
             created = registry.create_model_version(name, source, run_id, description)
