@@ -225,7 +225,10 @@ class Writer:
                     run._to_journal()
                 except Exception as e:  # a full disk must not kill the thread
                     self._failed(e, where=str(run.journal.path))
-            self._send_wake.set()
+            # after a failure the sender waits out its backoff: waking it here would retry
+            # every interval (one refused request a second per process, e.g. a wrong password)
+            if self.failure is None:
+                self._send_wake.set()
 
     def _send_loop(self) -> None:
         while not self._stopping:
@@ -269,6 +272,7 @@ class Writer:
         """Record a failure (any thread); it is logged now and warned once in the user's thread."""
         first = self.failure is None
         self.failure, self.failure_where = error, where
+        logger.debug("trackkit: send failure in %s", where, exc_info=error)
         if first:
             logger.warning("%s", self._message())
 

@@ -167,6 +167,25 @@ class MLflowBackend(Backend):
                     else:
                         os.environ[key] = value
 
+    @contextmanager
+    def _run_experiment(self, run_id: str) -> Iterator[None]:
+        """Make the run's experiment MLflow's active one for a fluent call.
+
+        MLflow 3 files a run's logged model under the *active* experiment (Default when none
+        is set), not the run's: a user allowed only in their own experiment gets a 403.
+        """
+        from mlflow.tracking import fluent
+
+        with self._mapped(f"run {run_id!r}"):
+            experiment_id = self.client.get_run(run_id).info.experiment_id
+        with _GLOBAL_URI_LOCK:
+            saved = fluent._active_experiment_id
+            fluent._active_experiment_id = experiment_id  # type: ignore[assignment]
+            try:
+                yield
+            finally:
+                fluent._active_experiment_id = saved
+
     # -- runs ---------------------------------------------------------------------------------
     def _experiment_id(self, name: str) -> str:
         with self._mapped(f"experiment {name!r}"):
@@ -310,7 +329,7 @@ class MLflowBackend(Backend):
         extra: dict[str, Any] = {}
         if flavor == "sklearn":
             extra["skops_trusted_types"] = _skops_types(model)
-        with self._global_uris():
+        with self._global_uris(), self._run_experiment(run_id):
             info = module.log_model(model, name=name, run_id=run_id, pip_requirements=pins, **extra)
         return ModelRef(
             run_id=run_id, name=name, uri=info.model_uri, flavor=flavor, backend=self.name
