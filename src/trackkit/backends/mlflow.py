@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from trackkit import hookimpl
 from trackkit._lazy import import_sdk
@@ -178,13 +178,14 @@ class MLflowBackend(Backend):
 
         with self._mapped(f"run {run_id!r}"):
             experiment_id = self.client.get_run(run_id).info.experiment_id
+        state = cast(Any, fluent)  # a private global of MLflow's fluent API
         with _GLOBAL_URI_LOCK:
-            saved = fluent._active_experiment_id
-            fluent._active_experiment_id = experiment_id  # type: ignore[assignment]
+            saved = state._active_experiment_id
+            state._active_experiment_id = experiment_id
             try:
                 yield
             finally:
-                fluent._active_experiment_id = saved
+                state._active_experiment_id = saved
 
     # -- runs ---------------------------------------------------------------------------------
     def _experiment_id(self, name: str) -> str:
