@@ -486,6 +486,30 @@ def test_quickstart_runs_against_the_stack_unchanged(stack: Any, tmp_path: Path)
     assert not (tmp_path / "mlflow.db").exists()  # nothing fell back to the local default
 
 
+def test_ride_duration_example_runs_against_the_stack_unchanged(stack: Any, tmp_path: Path) -> None:
+    env = _env_for_subprocess(stack)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.ride_duration", "--rows", "2000", "--trials", "1",
+         "--rounds", "20"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for secret in stack.secrets():
+        _assert_absent(secret, stdout=done.stdout, stderr=done.stderr)
+    with _as_admin(stack):
+        client = _client(stack)
+        production = client.get_model_version_by_alias("ride-duration", "production")
+        run = client.get_run(production.run_id)
+    assert run.info.status == "FINISHED" and "rmse" in run.data.metrics
+    assert not (tmp_path / "mlflow.db").exists()  # nothing fell back to the local default
+
+
 def test_load_test_loses_and_duplicates_no_point(stack: Any, tmp_path: Path) -> None:
     done = subprocess.run(
         [
