@@ -121,6 +121,19 @@ def test_operations_refused_for_good_are_set_aside_not_retried_forever() -> None
     assert kept.fetchall() == [("bad", 1.0, "InvalidInput: metric 'bad' is not allowed here")]
 
 
+def test_every_log_call_keeps_the_queue_bounded() -> None:
+    backend = RecordingBackend()
+    run = Tracker(backend, memory_bound=5, flush_interval=3600).start_run(experiment="e")
+    largest = 0
+    for i in range(40):
+        run.log_metrics({"a": i, "b": i}, step=i)
+        run.set_tags({"t": str(i)})
+        largest = max(largest, len(run._queue))
+    assert largest < 2 * 5 + 3  # spilled to the journal, not grown
+    run.end()
+    assert [m.step for _, ms, _ in backend.batches for m in ms if m.key == "a"] == list(range(40))
+
+
 def test_strict_mode_raises_the_failure() -> None:
     backend = RecordingBackend()
     run = Tracker(backend, strict=True).start_run(experiment="e")

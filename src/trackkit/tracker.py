@@ -187,14 +187,17 @@ class Run:
             )
         ) from error
 
-    def _enqueue(self, ops: list[jn.Op]) -> None:
-        """Queue operations (caller holds ``_lock``); wake the journal thread when full."""
+    def _enqueue(self, ops: list[jn.Op]) -> int:
+        """Queue operations (caller holds ``_lock``); return the queue's size for
+        :meth:`_queue_full`, which the caller calls once it released the lock."""
         self._queue.extend(ops)
-        if len(self._queue) >= self._bound:
-            self._writer.queue_full()
+        return len(self._queue)
 
     def _queue_full(self, size: int) -> None:
-        """Past the bound, wake the journal thread; past twice the bound, spill right here."""
+        """Past the bound, wake the journal thread; past twice the bound, spill right here
+        (every log call applies the same bound; call without holding ``_lock``)."""
+        if size < self._bound:
+            return
         if size >= 2 * self._bound:
             self._to_journal()
         else:
@@ -265,7 +268,8 @@ class Run:
                 short = shortened[stored]
                 kept = short if short is not None else value
                 ops.append(jn.Op(jn.PARAM, stored, text=json.dumps(kept)))
-            self._enqueue(ops)
+            size = self._enqueue(ops)
+        self._queue_full(size)
         self._claim("param", names)
 
     def _stored_text(self, stored: str, text: str, kind: str) -> str | None:
@@ -343,7 +347,8 @@ class Run:
                 if at > last:
                     self._steps[stored] = at
                 ops.append(jn.Op(jn.METRIC, stored, number, at, ts))
-            self._enqueue(ops)
+            size = self._enqueue(ops)
+        self._queue_full(size)
         self._claim("metric", names)
 
     # -- tags -------------------------------------------------------------------------------
@@ -366,7 +371,8 @@ class Run:
             short = self._keep_long_value("tags", stored, text)
             kept[stored] = short if short is not None else text
         with self._lock:
-            self._enqueue([jn.Op(jn.TAG, stored, text=text) for stored, text in kept.items()])
+            size = self._enqueue([jn.Op(jn.TAG, stored, text=t) for stored, t in kept.items()])
+        self._queue_full(size)
         self._claim("tag", names)
 
     # -- artifacts --------------------------------------------------------------------------
@@ -406,7 +412,8 @@ class Run:
         else:
             shutil.copy2(local, copy)
         with self._lock:
-            self._enqueue([jn.Op(jn.ARTIFACT, directory, text=str(copy))])
+            size = self._enqueue([jn.Op(jn.ARTIFACT, directory, text=str(copy))])
+        self._queue_full(size)
 
     def _log_generated(self, file: str, write: Callable[[Path], None]) -> None:
         directory, name = normalize.artifact_file(file)
