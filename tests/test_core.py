@@ -11,6 +11,8 @@ import importlib.util
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,6 +95,39 @@ def test_a_failing_service_never_raises_and_loses_nothing() -> None:
     assert [p for ps, _, _ in backend.batches for p in ps] == [("a", 1)]
     assert backend.ended == {run.id: "FINISHED"}
     assert not run.journal.path.exists()  # delivered: the journal is gone
+
+
+def test_end_returns_after_the_journal_is_gone_even_when_the_sender_ends_the_run_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sender may deliver END (and start removing the journal) before end() looks.
+
+    Widen that window: the user's thread is slowed before it journals, and removing a
+    journal is slowed; end() must still return only once the journal is gone.
+    """
+    from trackkit import journal as jn
+    from trackkit import tracker as tr
+
+    remove, to_journal = jn.Journal.remove, tr.Run._to_journal
+
+    def slow_remove(self: jn.Journal) -> Path | None:
+        time.sleep(0.03)
+        return remove(self)
+
+    def slow_user_to_journal(self: tr.Run) -> None:
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.01)
+        to_journal(self)
+
+    monkeypatch.setattr(jn.Journal, "remove", slow_remove)
+    monkeypatch.setattr(tr.Run, "_to_journal", slow_user_to_journal)
+    for _ in range(20):
+        backend = RecordingBackend()
+        run = Tracker(backend, flush_interval=0.001).start_run(experiment="e")
+        run.log_metric("m", 1.0)
+        run.end()
+        assert run.delivered
+        assert not run.journal.path.exists()
 
 
 def test_operations_refused_for_good_are_set_aside_not_retried_forever() -> None:

@@ -136,6 +136,8 @@ class Run:
         self.status: str | None = None
         #: where operations the backend refused for good were kept, once the run is delivered
         self.rejected_at: Path | None = None
+        #: True once the backend acknowledged everything, the end included (journal removed)
+        self.delivered = False
 
     def __repr__(self) -> str:
         state = self.status or "RUNNING"

@@ -294,7 +294,13 @@ class Writer:
         with self._lock:
             if run in self._runs:
                 self._runs.remove(run)
-        run.rejected_at = run.journal.remove()
+        rejected_at = run.journal.remove()
+        # only now is the run done: a flush waiting on it must see the journal gone and
+        # ``rejected_at`` set, not merely the run dropped from the list
+        with self._progress:
+            run.rejected_at = rejected_at
+            run.delivered = True
+            self._progress.notify_all()
 
     # -- waiting ------------------------------------------------------------------------------
     def flush(self, run: Run, timeout: float | None) -> bool:
@@ -306,7 +312,7 @@ class Writer:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._progress:
             while True:
-                if run not in self._snapshot() or (run.journal_empty() and self._done > start):
+                if run.delivered or (run.journal_empty() and self._done > start):
                     return True
                 if self._failed_attempt > start:
                     return False
