@@ -114,6 +114,9 @@ run = tracker.start_run(experiment="signals")
 print(run.id, flush=True)
 for i in range(int(sys.argv[2])):
     run.log_metric("loss", float(i))
+# what the journal thread does every flush_interval, done now, so the test does not depend on
+# a busy machine scheduling that thread before the kill
+run._to_journal()
 print("logged", flush=True)
 time.sleep(600)
 """
@@ -145,7 +148,6 @@ def test_sigterm_flushes_and_ends_killed(tmp_path: Path, mlflow_server: str) -> 
 
 def test_sigkill_then_sync_sends_the_rest(tmp_path: Path, mlflow_server: str) -> None:
     proc, run_id = _training(tmp_path, mlflow_server, 20000)
-    time.sleep(0.6)  # past the journal interval: every point is on disk
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
