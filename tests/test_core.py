@@ -80,6 +80,43 @@ def test_batches_respect_every_limit_and_keep_order() -> None:
     assert backend.ended == {run.id: "FINISHED"}
 
 
+def test_a_backend_taking_concurrent_batches_gets_every_point_once() -> None:
+    """``Limits.concurrent_batches`` > 1: batches go out at once, each acknowledged on its own."""
+
+    class ThreeLanes(RecordingBackend):
+        limits = Limits(
+            batch_metrics=10, batch_params_tags=10, batch_total=10, concurrent_batches=3
+        )
+        in_flight = most_in_flight = 0
+        lock = threading.Lock()
+
+        def log_batch(
+            self,
+            run_id: str,
+            params: Sequence[tuple[str, ParamValue]],
+            metrics: Sequence[Metric],
+            tags: Sequence[tuple[str, str]],
+        ) -> None:
+            with self.lock:
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            time.sleep(0.02)  # a slow service: the lanes overlap
+            super().log_batch(run_id, params, metrics, tags)
+            with self.lock:
+                self.in_flight -= 1
+
+    backend = ThreeLanes()
+    with Tracker(backend).start_run(experiment="e") as run:
+        for i in range(95):
+            run.log_metric("m", float(i))
+    assert all(len(metrics) <= 10 for _, metrics, _ in backend.batches)
+    sent = sorted(m.step for _, ms, _ in backend.batches for m in ms)
+    assert sent == list(range(95))  # every point, none twice
+    assert backend.ended == {run.id: "FINISHED"}
+    assert run.delivered and not run.journal.path.exists()
+    assert backend.most_in_flight == 3  # three lanes were used, never more
+
+
 def test_a_failing_service_never_raises_and_loses_nothing() -> None:
     backend = RecordingBackend()
     run = Tracker(backend, flush_interval=0.05).start_run(experiment="e")

@@ -115,9 +115,6 @@ class MLflowBackend(Backend):
         self._error = MlflowException
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         self._experiment_names: dict[str, str] = {}
-        if self.tracking_uri.startswith(("http://", "https://")):
-            # a server takes two batches at once: the client encodes one while it stores one
-            self.limits = replace(type(self).limits, concurrent_batches=2)
 
     def describe(self) -> str:
         return f"mlflow ({redact(self.tracking_uri)})"
