@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench_logging import per_call  # this folder is on sys.path when run as a script
 
 FAST: dict[str, Any] = {
     "x_disable_stats": True,
@@ -31,17 +31,6 @@ FAST: dict[str, Any] = {
     "console": "off",
     "save_code": False,
 }
-
-
-def per_call(fn: Callable[[int], None], calls: int, group: int = 100) -> float:
-    """Median seconds per call, timing groups of ``group`` calls."""
-    times = []
-    for start in range(0, calls, group):
-        t = time.perf_counter()
-        for i in range(start, start + group):
-            fn(i)
-        times.append((time.perf_counter() - t) / group)
-    return statistics.median(times)
 
 
 def history_rows(log: Path, key: str) -> int:
@@ -74,9 +63,11 @@ def main() -> None:
             if x_axis:
                 run.define_metric("loss:step", hidden=True)
                 run.define_metric("loss", step_metric="loss:step", step_sync=False)
-                cost = per_call(lambda i: run.log({"loss": 1.0 / (i + 1), "loss:step": i}), points)
+                cost = per_call(
+                    lambda i: run.log({"loss": 1.0 / (i + 1), "loss:step": i}), points, 100
+                )
             else:
-                cost = per_call(lambda i: run.log({"loss": 1.0 / (i + 1)}), points)
+                cost = per_call(lambda i: run.log({"loss": 1.0 / (i + 1)}), points, 100)
             start = time.perf_counter()
             run.finish()
             label = "wandb run.log (per-key x-axis)" if x_axis else "wandb run.log"
@@ -88,7 +79,7 @@ def main() -> None:
         tracker = trackkit.get_tracker("wandb", mode="offline", dir=tmp, settings=FAST)
         run = tracker.start_run("bench")
         start = time.perf_counter()
-        cost = per_call(lambda i: run.log_metric("loss", 1.0 / (i + 1)), points)
+        cost = per_call(lambda i: run.log_metric("loss", 1.0 / (i + 1)), points, 100)
         run.end()
         total = time.perf_counter() - start
         [log] = Path(tmp, "wandb").glob(f"offline-run-*/run-{run.id}.wandb")

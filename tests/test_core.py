@@ -26,7 +26,8 @@ from trackkit.tracker import Tracker
 
 
 class RecordingBackend(Backend):
-    """Records what the core sends; ``fail_next`` makes the next batch raise (a send failure)."""
+    """Records what the core sends; ``fail_next`` makes the next batch raise (a send failure),
+    ``delay`` makes each batch take that long, ``most_in_flight`` counts overlapping batches."""
 
     name = "recording"
     capabilities = Capabilities(artifacts=False, models=False)
@@ -38,6 +39,9 @@ class RecordingBackend(Backend):
         ] = []
         self.ended: dict[str, str] = {}
         self.fail_next = False
+        self.delay = 0.0  # seconds each batch takes: a slow service
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
 
     def start_run(self, experiment: str | None, name: str | None, run_id: str | None) -> RunHandle:
         return RunHandle(
@@ -56,10 +60,18 @@ class RecordingBackend(Backend):
         metrics: Sequence[Metric],
         tags: Sequence[tuple[str, str]],
     ) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise ConnectionError("service unavailable")
-        self.batches.append((list(params), list(metrics), list(tags)))
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay)
+            if self.fail_next:
+                self.fail_next = False
+                raise ConnectionError("service unavailable")
+            self.batches.append((list(params), list(metrics), list(tags)))
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
 
 def test_batches_respect_every_limit_and_keep_order() -> None:
@@ -87,25 +99,9 @@ def test_a_backend_taking_concurrent_batches_gets_every_point_once() -> None:
         limits = Limits(
             batch_metrics=10, batch_params_tags=10, batch_total=10, concurrent_batches=3
         )
-        in_flight = most_in_flight = 0
-        lock = threading.Lock()
-
-        def log_batch(
-            self,
-            run_id: str,
-            params: Sequence[tuple[str, ParamValue]],
-            metrics: Sequence[Metric],
-            tags: Sequence[tuple[str, str]],
-        ) -> None:
-            with self.lock:
-                self.in_flight += 1
-                self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            time.sleep(0.02)  # a slow service: the lanes overlap
-            super().log_batch(run_id, params, metrics, tags)
-            with self.lock:
-                self.in_flight -= 1
 
     backend = ThreeLanes()
+    backend.delay = 0.02  # the lanes overlap
     with Tracker(backend).start_run(experiment="e") as run:
         for i in range(95):
             run.log_metric("m", float(i))
