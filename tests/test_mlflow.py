@@ -132,6 +132,39 @@ def test_resume_in_another_experiment_is_refused(mlflow_tracker) -> None:  # typ
         mlflow_tracker.start_run(run_id="0" * 32)
 
 
+def test_a_batch_is_written_before_log_batch_returns_even_with_mlflow_async_logging(
+    monkeypatch: pytest.MonkeyPatch, mlflow_tracker, mlflow_client
+) -> None:  # type: ignore[no-untyped-def]
+    """The journal forgets a batch once log_batch returns: with MLflow's async logging on,
+    MlflowClient.log_batch would only queue it (and never raise for a missing run)."""
+    from trackkit.entities import Metric
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_LOGGING", "true")
+    backend = mlflow_tracker.backend
+    handle = backend.start_run("e", None, None)
+    backend.log_batch(handle.id, [("p", 1)], [Metric("m", 0.5, 3, 1_700_000_000_000)], [("t", "v")])
+    history = mlflow_client.get_metric_history(handle.id, "m")
+    assert [(m.value, m.step) for m in history] == [(0.5, 3)]
+    assert mlflow_client.get_run(handle.id).data.params == {"p": "1"}
+    with pytest.raises(trackkit.NotFound):
+        backend.log_batch("0" * 32, [], [Metric("m", 0.5, 3, 1_700_000_000_000)], [])
+
+
+def test_metrics_go_to_mlflows_active_model_as_mlflows_client_would(
+    monkeypatch: pytest.MonkeyPatch, mlflow_tracker, mlflow_client
+) -> None:  # type: ignore[no-untyped-def]
+    with mlflow_tracker.start_run(experiment="e") as run:
+        pass
+    experiment = mlflow_client.get_experiment_by_name("e").experiment_id
+    model = mlflow_client.create_logged_model(experiment, source_run_id=run.id)
+    monkeypatch.setenv("MLFLOW_ACTIVE_MODEL_ID", model.model_id)
+    with mlflow_tracker.start_run(experiment="e", run_id=run.id) as resumed:
+        resumed.log_metric("rmse", 4.5)
+    assert [(m.key, m.value) for m in mlflow_client.get_logged_model(model.model_id).metrics] == [
+        ("rmse", 4.5)
+    ]
+
+
 def test_context_tags_identify_the_source(mlflow_tracker, mlflow_client) -> None:  # type: ignore[no-untyped-def]
     with mlflow_tracker.start_run(experiment="e", name="named") as run:
         pass

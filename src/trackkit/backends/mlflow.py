@@ -245,14 +245,27 @@ class MLflowBackend(Backend):
     ) -> None:
         from mlflow.entities import Metric as MlflowMetric
         from mlflow.entities import Param, RunTag
+        from mlflow.tracking.fluent import get_active_model_id
 
+        # MlflowClient.log_batch copies every metric once more (to attach the active model id,
+        # which is set here instead) and, with MLFLOW_ENABLE_ASYNC_LOGGING on, only queues the
+        # batch: the journal would then forget points MLflow has not written. The store's own
+        # log_batch (the one the client ends in, validating the same) is synchronous.
+        model_id = get_active_model_id()
+        batch: dict[str, Any] = {
+            "metrics": [
+                MlflowMetric(m.key, m.value, m.timestamp, m.step, model_id=model_id)
+                for m in metrics
+            ],
+            "params": [Param(k, value_text(v)) for k, v in params],
+            "tags": [RunTag(k, v) for k, v in tags],
+        }
         with self._mapped(f"log to run {run_id}"):
-            self.client.log_batch(
-                run_id,
-                metrics=[MlflowMetric(m.key, m.value, m.timestamp, m.step) for m in metrics],
-                params=[Param(k, value_text(v)) for k, v in params],
-                tags=[RunTag(k, v) for k, v in tags],
-            )
+            store: Any = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+            if callable(getattr(store, "log_batch", None)):
+                store.log_batch(run_id, **batch)
+            else:  # an MLflow without that layout: the client's call, made synchronous
+                self.client.log_batch(run_id, **batch, synchronous=True)
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None) -> None:
         self.client.log_artifact(run_id, str(local_path), artifact_path)
