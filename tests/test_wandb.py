@@ -332,7 +332,7 @@ def _deferred(journal_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     found = []
     for path in sorted(journal_dir.glob("deferred-*.db")):
         journal = jn.Journal(path, own=False)
-        found += [(op.key or "", json.loads(op.text or "{}")) for _, op in journal.pending(1000)]
+        found += [(row[2] or "", json.loads(row[6] or "{}")) for row in journal.pending(1000)]
         journal.close()
     return found
 

@@ -123,8 +123,9 @@ def test_sync_skips_a_journal_whose_process_is_alive(mlflow_tracker) -> None:  #
     assert trackkit.sync() == []
 
 
-def test_a_journal_is_a_plain_sqlite_file(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
-    """The journal format is inspectable with sqlite3 alone."""
+def test_a_journal_is_a_sqlite_file_of_plain_data_chunks(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
+    """The journal is sqlite; operations are pickled chunks of plain tuples, numbered in order."""
+    import pickle
     import sqlite3
 
     tracker = trackkit.get_tracker(
@@ -132,11 +133,13 @@ def test_a_journal_is_a_plain_sqlite_file(mlflow_tracker) -> None:  # type: igno
     )
     run = tracker.start_run(experiment="inspect")
     run.log_metric("m", 2.5, step=4)
+    run.log_metric("m", float("nan"), step=5)
     run._to_journal()
-    rows = (
-        sqlite3.connect(run.journal.path).execute("SELECT kind, key, num, step FROM ops").fetchall()
-    )
-    assert (jn.METRIC, "m", 2.5, 4) in rows
+    db = sqlite3.connect(run.journal.path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == jn.FORMAT
+    ops = [op for (blob,) in db.execute("SELECT ops FROM chunks") for op in pickle.loads(blob)]
+    assert ops[-2] == (jn.METRIC, "m", 2.5, 4, ops[-2][4], None)
+    assert ops[-1][:2] == (jn.METRIC, "m") and ops[-1][2] != ops[-1][2]  # NaN kept as NaN
     run.end()
 
 

@@ -47,8 +47,8 @@ def _tracker(cache: dict[str, Tracker], meta: dict[str, Any], overrides: dict[st
 def _replay_deferred(journal: jn.Journal, tracker: Tracker) -> int:
     done = 0
     while rows := journal.pending(100):
-        for seq, op in rows:
-            getattr(tracker, op.key or "")(**json.loads(op.text or "{}"))
+        for seq, _, operation, _, _, _, args in rows:
+            getattr(tracker, operation or "")(**json.loads(args or "{}"))
             journal.ack([seq])
             done += 1
     return done

@@ -120,7 +120,7 @@ class Run:
         self._metric_keys: dict[str, str] = {}  # hot-path cache of accepted metric names
         self.renames: dict[str, dict[str, str]] = {}
         self._renames_logged = 0
-        self._queue: list[jn.Op] = []
+        self._queue: list[jn.Entry] = []
         self._bound = tracker.memory_bound
         self._meta: dict[str, Any] = {
             "run_id": handle.id if handle else None,
@@ -189,7 +189,7 @@ class Run:
             )
         ) from error
 
-    def _enqueue(self, ops: list[jn.Op]) -> int:
+    def _enqueue(self, ops: Sequence[jn.Entry]) -> int:
         """Queue operations (caller holds ``_lock``); return the queue's size for
         :meth:`_queue_full`, which the caller calls once it released the lock."""
         self._queue.extend(ops)
@@ -215,7 +215,7 @@ class Run:
     def journal_empty(self) -> bool:
         with self._lock:
             queued = bool(self._queue)
-        return not queued and self.journal.count() == 0
+        return not queued and self.journal.empty()
 
     def _claim(self, kind: str, names: Mapping[str, str]) -> None:
         """Record the names a call logged; warn once about each rename (stack: user code)."""
@@ -323,7 +323,7 @@ class Run:
                 step = last + 1
             if step > last:
                 self._steps[stored] = step
-            self._queue.append(jn.Op(jn.METRIC, stored, number, step, ts))
+            self._queue.append((jn.METRIC, stored, number, step, ts, None))  # see jn.Entry
             size = len(self._queue)
         if size >= self._bound:
             self._queue_full(size)
@@ -348,7 +348,7 @@ class Run:
                 at = last + 1 if explicit is None else explicit
                 if at > last:
                     self._steps[stored] = at
-                ops.append(jn.Op(jn.METRIC, stored, number, at, ts))
+                ops.append((jn.METRIC, stored, number, at, ts, None))
             size = self._enqueue(ops)
         self._queue_full(size)
         self._claim("metric", names)

@@ -22,8 +22,9 @@ import shutil
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from trackkit import journal as jn
 from trackkit._secrets import redact
@@ -45,7 +46,7 @@ def _batch(rows: list[jn.Row], backend: Backend) -> list[jn.Row]:
     metrics = params_tags = 0
     chosen: list[jn.Row] = []
     for row in rows:
-        kind = row.op.kind
+        kind = row[1]
         if kind not in jn.BATCHED:
             break
         if kind == jn.METRIC:
@@ -62,18 +63,54 @@ def _batch(rows: list[jn.Row], backend: Backend) -> list[jn.Row]:
     return chosen
 
 
+class _Metrics(Sequence[Metric]):
+    """A batch's metric points as a sequence of :class:`Metric`, made one at a time.
+
+    A backend usually converts each point into its SDK's own object; building every
+    ``Metric`` up front would keep a second thousand objects alive per batch for Python's
+    cycle collector to walk (plain journal rows are untracked by it), which costs more than
+    the conversion itself in a process holding a large SDK.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[jn.Row]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Metric: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Metric]: ...
+    def __getitem__(self, index: int | slice) -> Metric | list[Metric]:
+        if isinstance(index, slice):
+            return [Metric(r[2], r[3], r[4], r[5]) for r in self._rows[index]]  # type: ignore[arg-type]
+        r = self._rows[index]
+        return Metric(r[2], r[3], r[4], r[5])  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Metric]:
+        for r in self._rows:
+            yield Metric(r[2], r[3], r[4], r[5])  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} metric points>"
+
+
 def _send_batch(backend: Backend, run_id: str, rows: list[jn.Row]) -> None:
     params: list[tuple[str, ParamValue]] = []
-    metrics: list[Metric] = []
+    points: list[jn.Row] = []
     tags: dict[str, str] = {}  # a tag set twice in one batch: its last value wins
-    for _, op in rows:
-        if op.kind == jn.METRIC:
-            metrics.append(Metric(op.key, op.num, op.step, op.ts))  # type: ignore[arg-type]
-        elif op.kind == jn.PARAM:
-            params.append((op.key, json.loads(op.text)))  # type: ignore[arg-type]
+    for row in rows:
+        kind, key, text = row[1], row[2], row[6]
+        if kind == jn.METRIC:
+            points.append(row)
+        elif kind == jn.PARAM:
+            params.append((key, json.loads(text)))  # type: ignore[arg-type]
         else:
-            tags[op.key] = op.text  # type: ignore[index,assignment]
-    backend.log_batch(run_id, params, metrics, list(tags.items()))
+            tags[key] = text  # type: ignore[index,assignment]
+    backend.log_batch(run_id, params, _Metrics(points), list(tags.items()))
 
 
 def _send_or_set_aside(
@@ -89,7 +126,7 @@ def _send_or_set_aside(
             logger.error(
                 "trackkit: the %s backend refused %r for good (%s); it is kept in %s",
                 redact(backend.describe()),
-                rows[0].op.key,
+                rows[0][2],
                 redact(str(e)),
                 journal.path,
             )
@@ -108,7 +145,7 @@ def _send_concurrently(
     def send(batch: list[jn.Row]) -> None:
         try:
             _send_or_set_aside(backend, run_id, batch, journal)
-            journal.ack_range(batch[0].seq, batch[-1].seq)
+            journal.ack_range(batch[0][0], batch[-1][0])
         except BaseException as e:
             errors.append(e)
 
@@ -152,14 +189,14 @@ def deliver(journal: jn.Journal, backend: Backend, meta: dict[str, Any]) -> bool
         if batches:
             _send_concurrently(backend, run_id, batches, journal)
             continue
-        seq, op = rows[0]
-        if op.kind == jn.END:
-            backend.end_run(run_id, op.text or "FINISHED")
-            journal.set_meta(ended=op.text or "FINISHED")
+        seq, kind, key, _, _, _, text = rows[0]
+        if kind == jn.END:
+            backend.end_run(run_id, text or "FINISHED")
+            journal.set_meta(ended=text or "FINISHED")
             ended = True
-        elif op.kind == jn.ARTIFACT:
-            local = Path(op.text or "")
-            backend.log_artifact(run_id, local, op.key)
+        elif kind == jn.ARTIFACT:
+            local = Path(text or "")
+            backend.log_artifact(run_id, local, key)
             shutil.rmtree(local.parent, ignore_errors=True)
         journal.ack([seq])
 
