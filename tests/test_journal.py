@@ -158,3 +158,21 @@ def test_a_journal_never_runs_code_from_its_file(
         journal.pending(1)
     journal.close()
     assert "code ran" not in capsys.readouterr().out
+
+
+def test_sync_reports_an_unreadable_journal_and_goes_on(tmp_path: Path) -> None:
+    """A journal of a newer format, or a damaged file, is a failed result, not a crash."""
+    import trackkit
+
+    directory = jn.journal_dir(tmp_path)
+    directory.mkdir(parents=True)
+    newer = sqlite3.connect(directory / "a-newer.db")
+    newer.execute(f"PRAGMA user_version = {jn.FORMAT + 1}")
+    newer.close()
+    (directory / "b-damaged.db").write_bytes(b"not a database" * 100)
+    results = trackkit.sync(tmp_path)
+    assert [(r.path.name, r.outcome) for r in results] == [
+        ("a-newer.db", "failed"),
+        ("b-damaged.db", "failed"),
+    ]
+    assert "newer trackkit" in (results[0].error or "")

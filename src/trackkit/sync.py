@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trackkit import journal as jn
 from trackkit._secrets import redact
+from trackkit.errors import TrackkitError
 from trackkit.writer import deliver
 
 if TYPE_CHECKING:
@@ -73,7 +75,11 @@ def sync(
     results: list[SyncResult] = []
     trackers: dict[str, Tracker] = {}
     for path in sorted(jn.journal_dir(directory).glob("*.db")):
-        journal = jn.Journal.try_open(path)
+        try:
+            journal = jn.Journal.try_open(path)
+        except (TrackkitError, sqlite3.DatabaseError) as e:  # a newer format, a damaged file
+            results.append(SyncResult(path, "run", None, "failed", 0, redact(str(e))))
+            continue
         if journal is None:
             results.append(SyncResult(path, "run", None, "live", 0))
             continue
