@@ -112,12 +112,20 @@ def test_a_format_1_journal_is_upgraded_when_opened(tmp_path: Path) -> None:
         ],
     )
     db.execute("DELETE FROM ops WHERE seq = 1")  # the first one was acknowledged
+    db.execute(
+        "CREATE TABLE rejected(seq INTEGER PRIMARY KEY, kind TEXT, key TEXT, num REAL, "
+        "step INTEGER, ts INTEGER, text TEXT, reason TEXT)"
+    )
+    db.execute("INSERT INTO rejected VALUES (9, 't', 'x', NULL, NULL, NULL, 'v', 'refused')")
     db.commit()
     db.close()
     journal = jn.Journal(path)
     rows = journal.pending(10)
     assert [r[1:3] for r in rows] == [("m", "a"), ("e", None)]
     assert math.isnan(rows[0][3] or 0.0) and rows[1][6] == "FINISHED"
+    # numbering goes on past every old number, so a later refusal cannot overwrite row 9
+    assert [r[0] for r in rows] == [10, 11]
+    assert [(r[0], reason) for r, reason in journal.rejected()] == [(9, "refused")]
     assert journal.meta() == {"run_id": "abc"}
     journal.close()
     db = sqlite3.connect(path)

@@ -150,6 +150,12 @@ class Journal:
         """Move the operations of a format-1 journal (a row per operation) into chunks."""
         if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'ops'").fetchone():
             return
+        # keep numbering past every old number (set-aside rows keep theirs in `rejected`)
+        (top,) = self._db.execute(
+            "SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM ops UNION ALL "
+            "SELECT MAX(seq) FROM rejected)"
+        ).fetchone()
+        self._next = max(self._next, (top or 0) + 1)
         rows = self._db.execute("SELECT kind, key, num, step, ts, text FROM ops ORDER BY seq")
         ops = [
             (k, key, NAN, step, ts, None)
