@@ -108,7 +108,8 @@ def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
 
 
 TRAINING = """
-import sys, time, trackkit
+import faulthandler, signal, sys, time, trackkit
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's stack dump if it hangs
 tracker = trackkit.get_tracker("mlflow", tracking_uri=sys.argv[1], flush_interval=0.2)
 run = tracker.start_run(experiment="signals")
 print(run.id, flush=True)
@@ -129,6 +130,7 @@ def _training(tmp_path: Path, url: str, points: int) -> tuple[subprocess.Popen[s
         [sys.executable, str(script), url, str(points)],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
+        stderr=(tmp_path / "stderr.txt").open("w"),  # a file: a pipe could fill and block it
         text=True,
     )
     assert proc.stdout is not None
@@ -140,7 +142,14 @@ def _training(tmp_path: Path, url: str, points: int) -> tuple[subprocess.Popen[s
 def test_sigterm_flushes_and_ends_killed(tmp_path: Path, mlflow_server: str) -> None:
     proc, run_id = _training(tmp_path, mlflow_server, 3000)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == -signal.SIGTERM  # the process exits as it would have
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # keep the evidence: every thread's stack
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        pytest.fail("no exit 60 s after SIGTERM:\n" + (tmp_path / "stderr.txt").read_text())
+    assert code == -signal.SIGTERM  # the process exits as it would have
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     assert client.get_run(run_id).info.status == "KILLED"
     assert _steps(client, run_id, "loss") == list(range(3000))
