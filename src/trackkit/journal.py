@@ -80,6 +80,20 @@ def _plain(row: Row) -> Row:
     return row
 
 
+def _unplain(
+    kind: str,
+    key: str | None,
+    num: float | None,
+    step: int | None,
+    ts: int | None,
+    text: str | None,
+) -> Entry:
+    """An operation as a sqlite row held it (the reverse of :func:`_plain`)."""
+    if kind == METRIC and num is None:
+        return (kind, key, NAN, step, ts, None)
+    return (kind, key, num, step, ts, text)
+
+
 def journal_dir(option: str | os.PathLike[str] | None = None) -> Path:
     """Where journals live: the option, else ``$TRACKKIT_DIR``, else ``./.trackkit``; absolute."""
     base = Path(option or os.environ.get(DIR_ENV) or DEFAULT_DIR)
@@ -157,12 +171,7 @@ class Journal:
         ).fetchone()
         self._next = max(self._next, (top or 0) + 1)
         rows = self._db.execute("SELECT kind, key, num, step, ts, text FROM ops ORDER BY seq")
-        ops = [
-            (k, key, NAN, step, ts, None)
-            if k == METRIC and num is None
-            else (k, key, num, step, ts, text)
-            for k, key, num, step, ts, text in rows
-        ]
+        ops = [_unplain(*r) for r in rows]
         self.append(ops)
         self._db.execute("DROP TABLE ops")
 
@@ -314,10 +323,7 @@ class Journal:
             rows = self._db.execute(
                 "SELECT seq, kind, key, num, step, ts, text, reason FROM rejected ORDER BY seq"
             ).fetchall()
-        return [
-            ((*r[:3], NAN, *r[4:6], None) if r[1] == METRIC and r[3] is None else r[:7], r[7])
-            for r in rows
-        ]
+        return [((r[0], *_unplain(*r[1:7])), r[7]) for r in rows]
 
     def count(self, kind: str | None = None) -> int:
         """How many operations (of ``kind``) are not yet acknowledged."""

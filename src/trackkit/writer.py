@@ -63,6 +63,10 @@ def _batch(rows: list[jn.Row], backend: Backend) -> list[jn.Row]:
     return chosen
 
 
+def _metric(row: jn.Row) -> Metric:
+    return Metric(row[2], row[3], row[4], row[5])  # type: ignore[arg-type]
+
+
 class _Metrics(Sequence[Metric]):
     """A batch's metric points as a sequence of :class:`Metric`, made one at a time.
 
@@ -86,13 +90,11 @@ class _Metrics(Sequence[Metric]):
     def __getitem__(self, index: slice) -> list[Metric]: ...
     def __getitem__(self, index: int | slice) -> Metric | list[Metric]:
         if isinstance(index, slice):
-            return [Metric(r[2], r[3], r[4], r[5]) for r in self._rows[index]]  # type: ignore[arg-type]
-        r = self._rows[index]
-        return Metric(r[2], r[3], r[4], r[5])  # type: ignore[arg-type]
+            return [_metric(r) for r in self._rows[index]]
+        return _metric(self._rows[index])
 
     def __iter__(self) -> Iterator[Metric]:
-        for r in self._rows:
-            yield Metric(r[2], r[3], r[4], r[5])  # type: ignore[arg-type]
+        return map(_metric, self._rows)
 
     def __repr__(self) -> str:
         return f"<{len(self)} metric points>"
