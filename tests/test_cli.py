@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import json
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import trackkit
-from trackkit import plugins
+from trackkit import cli, plugins
 from trackkit.backends.mlflow import MLflowBackend
-from trackkit.cli import main, sdk_installed
+from trackkit.cli import build_parser, main, sdk_installed
 from trackkit.plugins import BLOCK_ENV
 
 # What `backends` prints: the capabilities the class declares True, in declaration order.
@@ -174,7 +175,7 @@ def test_usage_errors_return_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "usage: trackkit" in err
 
 
-def test_a_broken_plugin_gives_one_line_and_status_2(
+def test_a_broken_plugin_gives_one_line_and_status_1(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     (tmp_path / "broken_plugin.py").write_text('raise ImportError("needs the missing SDK xyz")\n')
@@ -186,10 +187,87 @@ def test_a_broken_plugin_gives_one_line_and_status_2(
     importlib.invalidate_caches()
     for command in ("backends", "plugins"):
         code, out, err = run_cli(capsys, command)
-        assert (code, out) == (2, "")
+        assert (code, out) == (1, "")  # not a usage error: the installation is broken
         assert err.count("\n") == 1 and err.startswith("trackkit: error: ")
         assert "'broken'" in err and f"{BLOCK_ENV}=broken" in err
         assert "Traceback" not in err
+
+
+def test_every_command_is_declared_in_build_parser_with_a_description() -> None:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == {"backends", "plugins", "sync", "copy"}
+    for name, sub in commands.choices.items():
+        assert sub.description and len(sub.description) > 40, name
+        assert sub.get_default("run") is getattr(cli, f"cmd_{name}"), name
+
+
+def test_sync_help_has_a_description(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "sync", "--help")
+    assert code == 0
+    assert "Replay the journals left in the trackkit directory" in " ".join(out.split())
+    assert "--debug" in out
+
+
+def test_an_unknown_backend_is_a_usage_error_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run_cli(capsys, "copy", str(tmp_path), "--to", "mlflw")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1
+    assert err.startswith("trackkit: error: unknown trackkit backend 'mlflw'")
+    assert "'mlflow'" in err  # the closest name
+
+
+def test_invalid_input_and_a_missing_run_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run_cli(capsys, "sync", "--dir", str(tmp_path), "-o", "novalue")
+    assert code == 2 and "expected KEY=VALUE" in err
+    # a directory without Neptune data: InvalidInput from the library, one line, status 2
+    pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    code, out, err = run_cli(
+        capsys, "copy", str(tmp_path), "--to", "mlflow", "-o", f"tracking_uri={uri}"
+    )
+    assert (code, out) == (2, "")
+    # MLflow logs its own lines on stderr when it creates the store; trackkit adds one line
+    (line,) = [x for x in err.splitlines() if x.startswith("trackkit:")]
+    assert line.startswith("trackkit: error: ") and "holds no Neptune offline data" in line
+    assert "Traceback" not in err
+
+
+def test_a_missing_sdk_names_the_extra_in_one_line_and_status_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now fails
+    code, out, err = run_cli(capsys, "copy", str(tmp_path), "--to", "mlflow")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and err.startswith("trackkit: error: ")
+    assert "pip install 'trackkit[mlflow]'" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("how", ["flag before", "flag after", "env"])
+def test_debug_brings_the_traceback_back(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, how: str
+) -> None:
+    argv = ["copy", str(tmp_path), "--to", "mlflw"]
+    if how == "flag before":
+        argv.insert(0, "--debug")
+    elif how == "flag after":
+        argv.append("--debug")
+    else:
+        monkeypatch.setenv("TRACKKIT_DEBUG", "1")
+    with pytest.raises(trackkit.UnknownBackendError, match="mlflw"):
+        main(argv)
+
+
+def test_debug_off_by_default_and_with_a_false_env_value(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRACKKIT_DEBUG", "0")
+    assert run_cli(capsys, "copy", str(tmp_path), "--to", "mlflw")[0] == 2
 
 
 # -- as a real command --------------------------------------------------------------------------
@@ -202,6 +280,18 @@ def test_python_dash_m_trackkit_backends() -> None:
     assert sdk.startswith("mlflow: ")
     assert capabilities == MLFLOW_CAPABILITIES
     assert plugin.startswith("mlflow (trackkit ")
+
+
+def test_an_error_from_the_real_command_is_one_line_without_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trackkit", "copy", str(tmp_path), "--to", "no-such-backend"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("trackkit: error: unknown trackkit backend 'no-such-backend'")
 
 
 def test_python_dash_m_trackkit_cli_version() -> None:

@@ -7,7 +7,6 @@ client only.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -18,8 +17,8 @@ from typing import Any
 import pytest
 
 import trackkit
-from trackkit.cli import _option
-from trackkit.copy import add_copy_parser, copy_runs, read_offline_runs
+from trackkit.cli import build_parser
+from trackkit.copy import copy_runs, read_offline_runs
 from trackkit.errors import InvalidInput, NotFound
 
 neptune = pytest.importorskip("neptune")
@@ -189,8 +188,7 @@ def test_the_copy_command(sqlite_uri: str, tmp_path: Path) -> None:
             run.log_metric("rmse", rmse)
         ids.append(run.id)
     tracker.close()
-    parser = argparse.ArgumentParser(prog="trackkit")
-    add_copy_parser(parser.add_subparsers(dest="command"), _option)
+    parser = build_parser()
     argv = ["copy", str(tmp_path), "--to", "mlflow", "-o", f"tracking_uri={sqlite_uri}"]
     args = parser.parse_args([*argv, "--experiment", "moved", "--run", ids[1], "--json"])
     out = io.StringIO()

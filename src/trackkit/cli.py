@@ -8,6 +8,9 @@
     trackkit copy SOURCE --to BACKEND [-o KEY=VALUE] [--experiment NAME] [--run ID] [--json]
     trackkit --version
 
+Every command is declared in :func:`build_parser`. Errors are one line; ``--debug`` or
+``TRACKKIT_DEBUG=1`` shows the traceback.
+
 It loads plugins but imports no SDK: whether a backend's SDK is installed is checked with
 :func:`importlib.util.find_spec`, which locates a module without running it.
 """
@@ -26,7 +29,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, TextIO
 
 from trackkit import __version__, plugins
-from trackkit.errors import TrackkitError
+from trackkit.errors import InvalidInput, NotFound, TrackkitError, UnknownBackendError
 
 if TYPE_CHECKING:
     from trackkit.backend import Backend
@@ -198,25 +201,99 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if any(r.outcome in ("failed", "partial") for r in results) else 0
 
 
+def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
+    """Copy Neptune offline runs into another backend; exit status 1 if any run failed."""
+    from trackkit import copy_runs, get_tracker
+
+    tracker = get_tracker(args.backend, **dict(args.option))
+    try:
+        results = copy_runs(
+            args.source,
+            tracker,
+            experiment=args.experiment,
+            run_ids=args.runs,
+            include_system=args.include_system,
+        )
+    finally:
+        tracker.close()
+    if args.json:
+        json.dump([r.__dict__ for r in results], out, indent=2, default=list)
+        out.write("\n")
+    elif not results:
+        out.write("no Neptune offline runs found\n")
+    else:
+        for r in results:
+            target = r.run_id or "-"
+            out.write(
+                f"{r.source_id} -> {target} ({r.experiment}): {r.params} params, "
+                f"{r.metric_points} metric points, {r.tags} tags, {r.files} files, {r.status}"
+                + (f"; ERROR {r.error}" if r.error else "")
+                + "\n"
+            )
+            for note in r.notes:
+                out.write(f"  note: {note}\n")
+    return 1 if any(r.error for r in results) else 0
+
+
+# -- the parser: every command is declared here --------------------------------------------------
+DEBUG_ENV = "TRACKKIT_DEBUG"
+EPILOG = (
+    "Errors are printed as one line; --debug (or TRACKKIT_DEBUG=1) shows the traceback. "
+    "Exit status: 0 done, 1 failed, 2 usage error (a bad option, an unknown backend, "
+    "invalid input, something named that does not exist)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``trackkit`` parser with every subcommand (the CLI reference is generated from it)."""
+    # --debug is accepted before and after the command; SUPPRESS keeps a subcommand's default
+    # from overwriting a --debug given before it
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"show the traceback of an error (also {DEBUG_ENV}=1)",
+    )
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Inspect trackkit's backends and plugins; replay journals with `sync`.",
+        description="Inspect trackkit's backends and plugins; replay journals with `sync`; "
+        "copy Neptune offline runs with `copy`.",
+        epilog=EPILOG,
+        parents=[debug],
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
     backends = commands.add_parser(
-        "backends", help="list backends: SDK status, install command, capabilities, plugin"
+        "backends",
+        parents=[debug],
+        help="list backends: SDK status, install command, capabilities, plugin",
+        description="List every registered backend: whether its SDK is installed (found "
+        "without importing it), the command that installs it, what it can do, and the plugin "
+        "that provides it.",
     )
     backends.add_argument("--json", action="store_true", help="print JSON")
     backends.set_defaults(run=cmd_backends)
+
     plugin_cmd = commands.add_parser(
-        "plugins", help=f"list plugins: distribution, version, blocked by {plugins.BLOCK_ENV}"
+        "plugins",
+        parents=[debug],
+        help=f"list plugins: distribution, version, blocked by {plugins.BLOCK_ENV}",
+        description="List every trackkit plugin with its distribution and version, and the "
+        f"plugins blocked with {plugins.BLOCK_ENV}.",
     )
     plugin_cmd.add_argument("--json", action="store_true", help="print JSON")
     plugin_cmd.set_defaults(run=cmd_plugins)
+
     sync_cmd = commands.add_parser(
-        "sync", help="replay journaled operations (after an outage, a kill, or offline work)"
+        "sync",
+        parents=[debug],
+        help="replay journaled operations (after an outage, a kill, or offline work)",
+        description="Replay the journals left in the trackkit directory: the rest of runs "
+        "whose backend was unreachable or whose process was killed (such runs are ended "
+        "KILLED), and registry calls made offline (W&B and Neptune). Nothing is sent twice. "
+        "Exit status 1 if a journal failed or was only partly delivered.",
     )
     sync_cmd.add_argument(
         "--dir", help="the trackkit directory (default $TRACKKIT_DIR or ./.trackkit)"
@@ -233,14 +310,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync_cmd.add_argument("--json", action="store_true", help="print JSON")
     sync_cmd.set_defaults(run=cmd_sync)
-    from trackkit.copy import add_copy_parser
 
-    add_copy_parser(commands, _option)
+    copy_cmd = commands.add_parser(
+        "copy",
+        parents=[debug],
+        help="copy Neptune offline runs (.neptune/offline) into another backend",
+        description="Copy Neptune offline runs into another backend: params, every metric "
+        "point at its step, tags and files.",
+    )
+    copy_cmd.add_argument(
+        "source",
+        help="a .neptune directory, a directory containing one, or one offline run directory",
+    )
+    copy_cmd.add_argument(
+        "--to", dest="backend", required=True, metavar="BACKEND", help="destination backend"
+    )
+    copy_cmd.add_argument(
+        "--option",
+        "-o",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a destination backend option, e.g. -o tracking_uri=sqlite:///mlflow.db",
+    )
+    copy_cmd.add_argument(
+        "--experiment", help="destination experiment (default: the one recorded in each run)"
+    )
+    copy_cmd.add_argument(
+        "--run", dest="runs", action="append", metavar="ID", help="copy only this run (repeat)"
+    )
+    copy_cmd.add_argument(
+        "--include-system",
+        action="store_true",
+        help="also copy Neptune's sys/, monitoring/ and source_code/ fields",
+    )
+    copy_cmd.add_argument("--json", action="store_true", help="print JSON")
+    copy_cmd.set_defaults(run=cmd_copy)
     return parser
 
 
+#: errors that mean the command line asked for something that cannot be: exit status 2
+USAGE_ERRORS = (UnknownBackendError, InvalidInput, NotFound)
+
+
+def _debug(args: argparse.Namespace | None) -> bool:
+    flag = os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return flag or bool(getattr(args, "debug", False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (2 on errors, with a one-line message)."""
+    """Run the command line; return the exit status.
+
+    A trackkit error is printed as one line (``trackkit: error: ...``), with status 2 for a
+    usage error (see :data:`USAGE_ERRORS`) and 1 otherwise; ``--debug`` or ``TRACKKIT_DEBUG=1``
+    lets it raise, with its traceback. Other exceptions are bugs and always raise.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -250,12 +375,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         status: int = args.run(args, sys.stdout)
         sys.stdout.flush()
     except TrackkitError as e:
+        if _debug(args):
+            raise
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(e, USAGE_ERRORS) else 1
     except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as other tools do
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        if _debug(args):
+            raise
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     return status
 
 

@@ -10,7 +10,6 @@ the destination can be any backend. See docs/neptune.md, "Moving data out".
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import glob
@@ -21,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from trackkit.backends.neptune import (
     ARTIFACTS,
@@ -34,7 +33,8 @@ from trackkit.errors import InvalidInput, TrackkitError
 
 if TYPE_CHECKING:
     from trackkit.backends.neptune import FileSource, RunView
-    from trackkit.tracker import Run, Tracker
+    from trackkit.run import Run
+    from trackkit.tracker import Tracker
 
 #: the layout version of offline directories this reader knows (neptune 1.x)
 STRUCTURE_VERSIONS = (3,)
@@ -450,78 +450,3 @@ def copy_runs(
             )
         )
     return results
-
-
-# -- the `trackkit copy` command -----------------------------------------------------------------
-def add_copy_parser(commands: Any, option: Any) -> argparse.ArgumentParser:
-    """Add ``trackkit copy`` to the CLI's subparsers; ``option`` parses ``KEY=VALUE``."""
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "copy",
-        help="copy Neptune offline runs (.neptune/offline) into another backend",
-        description="Copy Neptune offline runs into another backend: params, every metric "
-        "point at its step, tags and files.",
-    )
-    parser.add_argument(
-        "source",
-        help="a .neptune directory, a directory containing one, or one offline run directory",
-    )
-    parser.add_argument(
-        "--to", dest="backend", required=True, metavar="BACKEND", help="destination backend"
-    )
-    parser.add_argument(
-        "--option",
-        "-o",
-        type=option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a destination backend option, e.g. -o tracking_uri=sqlite:///mlflow.db",
-    )
-    parser.add_argument(
-        "--experiment", help="destination experiment (default: the one recorded in each run)"
-    )
-    parser.add_argument(
-        "--run", dest="runs", action="append", metavar="ID", help="copy only this run (repeat)"
-    )
-    parser.add_argument(
-        "--include-system",
-        action="store_true",
-        help="also copy Neptune's sys/, monitoring/ and source_code/ fields",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(run=cmd_copy)
-    return parser
-
-
-def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
-    """Run ``trackkit copy``; exit status 1 if any run failed to copy."""
-    from trackkit.tracker import get_tracker
-
-    tracker = get_tracker(args.backend, **dict(args.option))
-    try:
-        results = copy_runs(
-            args.source,
-            tracker,
-            experiment=args.experiment,
-            run_ids=args.runs,
-            include_system=args.include_system,
-        )
-    finally:
-        tracker.close()
-    if args.json:
-        json.dump([r.__dict__ for r in results], out, indent=2, default=list)
-        out.write("\n")
-    elif not results:
-        out.write("no Neptune offline runs found\n")
-    else:
-        for r in results:
-            target = r.run_id or "-"
-            out.write(
-                f"{r.source_id} -> {target} ({r.experiment}): {r.params} params, "
-                f"{r.metric_points} metric points, {r.tags} tags, {r.files} files, {r.status}"
-                + (f"; ERROR {r.error}" if r.error else "")
-                + "\n"
-            )
-            for note in r.notes:
-                out.write(f"  note: {note}\n")
-    return 1 if any(r.error for r in results) else 0
