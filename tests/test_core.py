@@ -139,21 +139,21 @@ def test_end_returns_after_the_journal_is_gone_even_when_the_sender_ends_the_run
     journal is slowed; end() must still return only once the journal is gone.
     """
     from trackkit import journal as jn
-    from trackkit import tracker as tr
+    from trackkit.outbox import Outbox
 
-    remove, to_journal = jn.Journal.remove, tr.Run._to_journal
+    remove, to_journal = jn.Journal.remove, Outbox.to_journal
 
     def slow_remove(self: jn.Journal) -> Path | None:
         time.sleep(0.03)
         return remove(self)
 
-    def slow_user_to_journal(self: tr.Run) -> None:
+    def slow_user_to_journal(self: Outbox) -> None:
         if threading.current_thread() is threading.main_thread():
             time.sleep(0.01)
         to_journal(self)
 
     monkeypatch.setattr(jn.Journal, "remove", slow_remove)
-    monkeypatch.setattr(tr.Run, "_to_journal", slow_user_to_journal)
+    monkeypatch.setattr(Outbox, "to_journal", slow_user_to_journal)
     for _ in range(20):
         backend = RecordingBackend()
         run = Tracker(backend, flush_interval=0.001).start_run(experiment="e")
@@ -196,7 +196,7 @@ def test_every_log_call_keeps_the_queue_bounded() -> None:
     for i in range(40):
         run.log_metrics({"a": i, "b": i}, step=i)
         run.set_tags({"t": str(i)})
-        largest = max(largest, len(run._queue))
+        largest = max(largest, run.outbox.queued())
     assert largest < 2 * 5 + 3  # spilled to the journal, not grown
     run.end()
     assert [m.step for _, ms, _ in backend.batches for m in ms if m.key == "a"] == list(range(40))

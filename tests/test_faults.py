@@ -117,7 +117,7 @@ for i in range(int(sys.argv[2])):
     run.log_metric("loss", float(i))
 # what the journal thread does every flush_interval, done now, so the test does not depend on
 # a busy machine scheduling that thread before the kill
-run._to_journal()
+run.outbox.to_journal()
 print("logged", flush=True)
 time.sleep(600)
 """

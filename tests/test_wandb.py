@@ -24,22 +24,12 @@ import pytest
 import trackkit
 from trackkit import journal as jn
 from trackkit import models, plugins
-from trackkit.entities import RunInfo
 from trackkit.errors import InvalidInput, NotFound, UnsupportedOperation
 
 wandb = pytest.importorskip("wandb")
 
-from trackkit.backends.wandb import (  # noqa: E402
-    Clause,
-    Order,
-    WandbBackend,
-    matches,
-    parse_filter,
-    parse_order,
-    sort_runs,
-    to_wandb_filter,
-    to_wandb_order,
-)
+from trackkit.backends.wandb import WandbBackend, to_wandb_filter, to_wandb_order  # noqa: E402
+from trackkit.search import parse_filter, parse_order  # noqa: E402
 from wandb_reader import FAST, WANDB_VARIABLES, WandbReader, leet_records  # noqa: E402
 
 SECRET = "sk-wandb-" + "7f3a" * 10
@@ -747,14 +737,29 @@ def test_the_ride_duration_example_registry_step_runs_unchanged_offline(
     assert deferred.count("register_model") == 2
 
 
-def test_registry_changes_offline_need_a_tracker_to_defer_them(root: Path) -> None:
-    backend = WandbBackend(mode="offline", dir=root)
-    with pytest.raises(UnsupportedOperation, match="outside a Tracker"):
-        backend.set_model_alias("ride", "production", 1)
-    replaying = WandbBackend(mode="offline", dir=root, from_offline=True)
-    replaying._deferrer = lambda *a, **k: None  # type: ignore[attr-defined]
-    with pytest.raises(UnsupportedOperation, match="wandb sync"):
-        replaying.create_model_version("ride", "wandb-artifact:///p/m:trackkit-1", None, None)
+def test_the_core_keeps_the_offline_registry_and_never_replays_it_offline(
+    offline: trackkit.Tracker, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert offline.backend.offline_registry() == root / "trackkit-wandb" / "registry.db"
+    with pytest.raises(trackkit.InvalidInput, match="W&B Registry collection"):
+        offline.register_model("wandb-artifact:///p/m:trackkit-1", "bad/name")
+    with pytest.raises(trackkit.InvalidInput, match="registers models logged with log_model"):
+        offline.register_model("runs:/abc/model", "ride")
+    version = offline.register_model("wandb-artifact:///p/m:trackkit-1", "ride")
+    assert version.version == 1
+    journal_dir = tmp_path / ".trackkit" / "journal"
+    assert _deferred(journal_dir) == [
+        (
+            "register_model",
+            {"source": "wandb-artifact:///p/m:trackkit-1", "name": "ride", "description": None},
+        )
+    ]
+    offline.close()
+    # replaying to a backend whose registry is offline too would only defer it again
+    [result] = trackkit.sync(backend="wandb", mode="offline")
+    assert (result.kind, result.outcome) == ("deferred", "failed")
+    assert "registry is offline" in (result.error or "")
+    assert len(_deferred(journal_dir)) == 1  # kept for a sync with W&B online
 
 
 def test_replay_options_carry_no_secret_and_send_offline_work_online(root: Path) -> None:
@@ -958,43 +963,7 @@ def test_get_run_and_download_online_in_a_fixed_project(
     tracker.close()
 
 
-# -- the filter translation --------------------------------------------------------------------
-def test_filters_parse_in_mlflow_syntax() -> None:
-    assert parse_filter("metrics.rmse < 7 AND params.model = 'lasso'") == [
-        Clause("metrics", "rmse", "<", 7.0),
-        Clause("params", "model", "=", "lasso"),
-    ]
-    assert parse_filter("metrics.`my loss` >= 1e-3 and tags.\"git.commit\" != 'a''b'") == [
-        Clause("metrics", "my loss", ">=", 0.001),
-        Clause("tags", "git.commit", "!=", "a'b"),
-    ]
-    assert parse_filter("tags.dev IN ('ana', 'bo') and run_name LIKE 'ride%'") == [
-        Clause("tags", "dev", "IN", ("ana", "bo")),
-        Clause("attributes", "run_name", "LIKE", "ride%"),
-    ]
-    assert parse_filter("attributes.status not in ('FAILED')") == [
-        Clause("attributes", "status", "NOT IN", ("FAILED",))
-    ]
-    assert parse_filter("  ") == []
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("metrics.rmse < 'low'", "compares with a number"),
-        ("params.model < 'a'", "takes =, !=, LIKE"),
-        ("model = 'a'", "must be metrics.<name>"),
-        ("metrics.rmse <", "ends too early"),
-        ("params.a = 'x' or params.b = 'y'", "joined with 'and'"),
-        ("params.a = lasso", "quote the value"),
-        ("attributes.owner = 'x'", "unknown attribute"),
-    ],
-)
-def test_bad_filters_say_what_is_wrong(text: str, message: str) -> None:
-    with pytest.raises(InvalidInput, match=message):
-        parse_filter(text)
-
-
+# -- the filter translation (the grammar itself: tests/test_search.py) -------------------------
 def test_filters_translate_to_w_and_b_mongodb_style_conditions() -> None:
     def translate(text: str) -> dict[str, Any]:
         return to_wandb_filter(parse_filter(text))
@@ -1029,50 +998,6 @@ def test_order_translates_to_one_w_and_b_key_or_is_left_to_trackkit() -> None:
     assert to_wandb_order(parse_order(["attributes.start_time ASC"])) == "+created_at"
     assert to_wandb_order(parse_order(["params.model.alpha ASC"])) is None
     assert to_wandb_order(parse_order(["metrics.a", "metrics.b"])) is None
-    assert parse_order(["start_time DESC"]) == [Order("attributes", "start_time", False)]
-    with pytest.raises(InvalidInput, match="ASC or DESC"):
-        parse_order(["metrics.rmse UP"])
-
-
-def _info(run_id: str, **fields: Any) -> RunInfo:
-    return RunInfo(
-        id=run_id,
-        name=fields.get("name", run_id),
-        experiment="e",
-        status=fields.get("status", "FINISHED"),
-        params=fields.get("params", {}),
-        metrics=fields.get("metrics", {}),
-        tags=fields.get("tags", {}),
-        start_time=fields.get("start"),
-        end_time=None,
-    )
-
-
-def test_clauses_match_with_mlflow_semantics() -> None:
-    run = _info("a", params={"model": "Lasso"}, metrics={"rmse": 6.0}, tags={"dev": "ana"})
-    assert matches(Clause("params", "model", "LIKE", "La%"), run)
-    assert not matches(Clause("params", "model", "LIKE", "la%"), run)
-    assert matches(Clause("params", "model", "ILIKE", "la_so"), run)
-    assert matches(Clause("tags", "dev", "NOT IN", ("bo",)), run)
-    assert not matches(
-        Clause("metrics", "missing", "!=", 1.0), run
-    )  # a missing value never matches
-    assert matches(Clause("attributes", "run_id", "=", "a"), run)
-
-
-def test_runs_sort_by_several_keys_with_missing_values_last() -> None:
-    runs = [
-        _info("a", metrics={"rmse": 2.0}, name="z"),
-        _info("b", metrics={}, name="y"),
-        _info("c", metrics={"rmse": 2.0}, name="x"),
-        _info("d", metrics={"rmse": 1.0}, name="w"),
-    ]
-    ordered = sort_runs(runs, parse_order(["metrics.rmse DESC", "attributes.run_name ASC"]))
-    assert [r.id for r in ordered] == ["c", "a", "d", "b"]
-    newest = sort_runs(
-        [_info("old", start=datetime(2020, 1, 1)), _info("new", start=datetime(2021, 1, 1))], []
-    )
-    assert [r.id for r in newest] == ["new", "old"]
 
 
 # -- the docs -----------------------------------------------------------------------------------

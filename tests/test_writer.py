@@ -83,7 +83,7 @@ def test_memory_stays_bounded_by_spilling_to_the_journal(sqlite_uri: str, mlflow
         largest = 0
         for i in range(2000):
             run.log_metric("m", float(i))
-            largest = max(largest, len(run._queue))
+            largest = max(largest, run.outbox.queued())
         assert largest < 2 * bound  # the rest is on disk, not in memory
         assert run.journal.count() > 0
     assert _steps(mlflow_client, run.id, "m") == list(range(2000))
@@ -108,7 +108,7 @@ def test_deferred_operations_are_replayed_by_sync(mlflow_tracker, mlflow_client)
 
 
 def test_defer_refuses_what_is_not_a_tracker_call(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(trackkit.InvalidInput, match="not a Tracker method"):
+    with pytest.raises(trackkit.InvalidInput, match="only these registry calls can be deferred"):
         mlflow_tracker.defer("_latest", name="x")
     with pytest.raises(trackkit.InvalidInput, match="cannot be written as JSON"):
         mlflow_tracker.defer("set_model_alias", name=object())
@@ -134,7 +134,7 @@ def test_a_journal_is_a_sqlite_file_of_plain_data_chunks(mlflow_tracker) -> None
     run = tracker.start_run(experiment="inspect")
     run.log_metric("m", 2.5, step=4)
     run.log_metric("m", float("nan"), step=5)
-    run._to_journal()
+    run.outbox.to_journal()
     db = sqlite3.connect(run.journal.path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == jn.FORMAT
     ops = [op for (blob,) in db.execute("SELECT ops FROM chunks") for op in pickle.loads(blob)]

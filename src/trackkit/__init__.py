@@ -46,8 +46,9 @@ if TYPE_CHECKING:
         start_run,
     )
     from trackkit.hookspecs import hookimpl
+    from trackkit.run import Run
     from trackkit.sync import SyncResult, sync
-    from trackkit.tracker import Run, Tracker, get_tracker
+    from trackkit.tracker import Tracker, get_tracker
 
 __version__ = "0.1.0"
 
@@ -82,7 +83,8 @@ _LAZY = {
     "trackkit.hookspecs": ("hookimpl",),
     "trackkit.sync": ("sync", "SyncResult"),
     "trackkit.copy": ("copy_runs",),
-    "trackkit.tracker": ("Run", "Tracker", "get_tracker"),
+    "trackkit.run": ("Run",),
+    "trackkit.tracker": ("Tracker", "get_tracker"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

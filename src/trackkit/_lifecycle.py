@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from trackkit.errors import TrackkitWarning
 
 if TYPE_CHECKING:
-    from trackkit.tracker import Run, Tracker
+    from trackkit.run import Run
+    from trackkit.tracker import Tracker
 
 _lock = threading.Lock()
 _open: dict[int, Run] = {}
@@ -83,7 +84,7 @@ def forget(run: Run) -> None:
 def open_runs(tracker: Tracker | None = None) -> list[Run]:
     with _lock:
         runs = list(_open.values())
-    return [r for r in runs if tracker is None or r._tracker is tracker]
+    return [r for r in runs if tracker is None or r.tracker is tracker]
 
 
 def flush_open(tracker: Tracker) -> None:

@@ -12,14 +12,19 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from trackkit.errors import UnsupportedOperation
+from trackkit._secrets import redact
+from trackkit.errors import BackendError, TrackkitError, UnsupportedOperation
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from trackkit.entities import Metric, ModelRef, ModelVersion, ParamValue, RunHandle, RunInfo
+    from trackkit.search import Query
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,13 +119,14 @@ class Backend(ABC):
     def get_run(self, run_id: str) -> RunInfo:
         raise self.unsupported("get_run", "keep the run's data in your own code")
 
-    def search_runs(
-        self,
-        experiments: Sequence[str],
-        filter: str | None,
-        order_by: Sequence[str] | None,
-        max_results: int,
-    ) -> list[RunInfo]:
+    def search_runs(self, query: Query) -> list[RunInfo]:
+        """The candidate runs of ``query.experiments``; the core filters, sorts and cuts them.
+
+        ``query`` is already parsed and checked. A backend may translate its clauses into its
+        server's own pre-filter and return a superset of the matches; it may return fewer runs
+        than every candidate (e.g. ``query.max_results``) only where its filter and order are
+        exactly the core's (see :mod:`trackkit.search`).
+        """
         raise self.unsupported("search_runs", "use the backend's own UI to compare runs")
 
     # -- models -----------------------------------------------------------------------------
@@ -187,16 +193,23 @@ class Backend(ABC):
     def close(self) -> None:
         """Release SDK resources; called by ``Tracker.close``."""
 
-    def defer(self, operation: str, **arguments: Any) -> None:
-        """Journal a Tracker call for ``trackkit sync`` to replay when the backend is reachable.
+    def offline_registry(self) -> Path | None:
+        """Where the core keeps this backend's registry while its own is out of reach.
 
-        For backends that do part of an operation locally now (e.g. an offline registry) and
-        the rest later. Available once the backend belongs to a Tracker.
+        ``None`` (the default) means the backend's registry is reachable in its current mode.
+        A path makes the core answer registry calls from a local registry in that file and
+        journal each change for ``trackkit sync`` to repeat on the real registry later.
         """
-        deferrer = getattr(self, "_deferrer", None)
-        if deferrer is None:
-            raise self.unsupported("defer", "use the backend through trackkit.get_tracker()")
-        deferrer(operation, **arguments)
+        return None
+
+    def check_registration(self, name: str, source: str, run_id: str | None) -> str | None:
+        """Check that ``source`` can be registered as ``name``; return the run it came from.
+
+        Called by the core before it registers a model in the offline registry, so offline
+        registrations are refused as the backend's own registry would refuse them. The default
+        accepts everything and returns ``run_id``.
+        """
+        return run_id
 
     def replay_options(self) -> dict[str, Any]:
         """Options that recreate this backend for ``trackkit sync``, without secrets."""
@@ -211,3 +224,20 @@ class Backend(ABC):
         return UnsupportedOperation(
             f"the {self.name} backend does not support {operation}; instead, {alternative}"
         )
+
+
+def require(backend: Backend, capability: str, operation: str, alternative: str) -> None:
+    """Raise the backend's UnsupportedOperation unless it has ``capability``."""
+    if not getattr(backend.capabilities, capability):
+        raise backend.unsupported(operation, alternative)
+
+
+def call(backend: Backend, operation: str, fn: Callable[[], T]) -> T:
+    """Run one SDK-facing call; wrap SDK failures in BackendError with context (redacted)."""
+    try:
+        return fn()
+    except TrackkitError:
+        raise
+    except Exception as e:
+        message = f"the {backend.describe()} backend failed to {operation}: {type(e).__name__}: {e}"
+        raise BackendError(redact(message)) from e

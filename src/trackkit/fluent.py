@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from trackkit.entities import ModelRef
-    from trackkit.tracker import Run, Tracker
+    from trackkit.run import Run
+    from trackkit.tracker import Tracker
 
 _lock = threading.Lock()
 _default: Tracker | None = None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from trackkit import journal as jn
 from trackkit._secrets import redact
-from trackkit.errors import TrackkitError
+from trackkit.errors import InvalidInput, TrackkitError, UnsupportedOperation
 from trackkit.writer import deliver
 
 if TYPE_CHECKING:
@@ -47,10 +47,25 @@ def _tracker(cache: dict[str, Tracker], meta: dict[str, Any], overrides: dict[st
 
 
 def _replay_deferred(journal: jn.Journal, tracker: Tracker) -> int:
+    from trackkit.tracker import DEFERRABLE
+
+    if tracker.backend.offline_registry() is not None:
+        raise UnsupportedOperation(
+            f"cannot replay registry changes to {tracker.backend.describe()}: its registry is "
+            "offline in this mode too; run `trackkit sync` with the backend online"
+        )
     done = 0
     while rows := journal.pending(100):
         for seq, _, operation, _, _, _, args in rows:
-            getattr(tracker, operation or "")(**json.loads(args or "{}"))
+            if operation not in DEFERRABLE:  # a journal is untrusted input: replay only these
+                raise InvalidInput(
+                    f"journal {journal.path} asks to replay {operation!r}, which is not a "
+                    f"registry call trackkit defers ({', '.join(DEFERRABLE)})"
+                )
+            arguments = json.loads(args or "{}")
+            if not isinstance(arguments, dict):
+                raise InvalidInput(f"journal {journal.path} holds malformed arguments")
+            getattr(tracker, operation)(**arguments)
             journal.ack([seq])
             done += 1
     return done

@@ -26,7 +26,9 @@ check that they raise :class:`~trackkit.errors.UnsupportedOperation` instead.
 from __future__ import annotations
 
 import math
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,9 +36,14 @@ import pytest
 
 from trackkit.errors import InvalidInput, NotFound, TrackkitWarning, UnsupportedOperation
 from trackkit.normalize import LONG_VALUES_DIR
+from trackkit.search import epoch_ms
 
 if TYPE_CHECKING:
-    from trackkit.tracker import Run, Tracker
+    from collections.abc import Mapping
+
+    from trackkit.entities import RunInfo
+    from trackkit.run import Run
+    from trackkit.tracker import Tracker
 
 
 class Reader(Protocol):
@@ -79,6 +86,209 @@ def _fitted_pipeline() -> Any:
     rows: list[dict[str, Any]] = [{"zone": str(i % 4), "distance": float(i)} for i in range(40)]
     target = [2.0 * r["distance"] + int(r["zone"]) for r in rows]
     return make_pipeline(DictVectorizer(), LinearRegression()).fit(rows, target), rows[:5]
+
+
+# -- the filter table: one grammar, the same answer on every backend ------------------------------
+#: the runs the filter table searches, started in this order (so with distinct start times);
+#: every key, value and status a case below relies on
+FILTER_RUNS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "lasso-1",
+        "params": {
+            "model": "lasso",
+            "alpha": 0.1,
+            "opt.lr": 0.01,
+            "fast": False,
+            "path": "C:\\data",
+        },
+        "metrics": {"rmse": 7.1, "r2": 0.5},
+        "tags": {"dev": "ana", "note": "it's"},
+        "status": "FINISHED",
+    },
+    {
+        "name": "ridge-1",
+        "params": {"model": "ridge", "alpha": 1.0, "data-set": "taxi"},
+        "metrics": {"rmse": 6.5, "r2": 0.62},
+        "tags": {"dev": "bo", "note": 'say "hi"'},
+        "status": "FAILED",
+    },
+    {
+        "name": "lasso-2",
+        "params": {"model": "Lasso", "alpha": 0.5, "opt.lr": 0.1},
+        "metrics": {"rmse": 6.2, "r2": math.nan},
+        "tags": {"dev": "Ana"},
+        "status": "KILLED",
+    },
+    {
+        "name": "xgb-1",
+        "params": {"model": "xgboost", "depth": 7, "fast": True},
+        "metrics": {"rmse": 6.5, "r2": 0.71},
+        "tags": {"dev": "ana", "stage": "prod"},
+        "status": "FINISHED",
+    },
+    {"name": "empty-1", "params": {}, "metrics": {"loss": 1.0}, "tags": {}, "status": "FINISHED"},
+)
+
+
+@dataclass(frozen=True)
+class FilterCase:
+    """One search of the filter table: the run names expected in order, or the exact error.
+
+    ``{id:<name>}`` and ``{start:<name>}`` in ``filter`` stand for that run's id and its start
+    time in milliseconds (see :func:`case_text`).
+    """
+
+    filter: str | None
+    expected: tuple[str, ...] = ()
+    order_by: tuple[str, ...] = ()
+    max_results: int = 100
+    error: str | None = None
+
+
+def _ok(filter: str | None, *expected: str, order_by: tuple[str, ...] = (), max_results: int = 100) -> FilterCase:  # fmt: skip
+    return FilterCase(filter, expected, order_by, max_results)
+
+
+def _bad(filter: str, problem: str) -> FilterCase:
+    return FilterCase(filter, error=f"search filter {filter!r}: {problem}")
+
+
+def _bad_order(item: str, problem: str) -> FilterCase:
+    return FilterCase(None, order_by=(item,), error=f"order_by item {item!r}: {problem}")
+
+
+_NEWEST_FIRST = ("empty-1", "xgb-1", "lasso-2", "ridge-1", "lasso-1")
+_NOT_AN_ATTRIBUTE = (
+    "is not an attribute (use run_id, run_name, status, start_time, end_time); "
+    "name other keys as metrics.<key>, params.<key> or tags.<key>"
+)
+
+#: the filter table: run by :meth:`ConformanceSuite.test_filter_table` on every backend
+# fmt: off
+FILTER_CASES: tuple[FilterCase, ...] = (
+    # no filter: newest first
+    _ok(None, *_NEWEST_FIRST),
+    _ok("   ", *_NEWEST_FIRST),
+    # metrics: numbers; NaN matches only !=, a missing metric nothing
+    _ok("metrics.rmse < 7", "xgb-1", "lasso-2", "ridge-1"),
+    _ok("metrics.rmse <= 6.5", "xgb-1", "lasso-2", "ridge-1"),
+    _ok("metrics.rmse = 6.5", "xgb-1", "ridge-1"),
+    _ok("metrics.rmse != 6.5", "lasso-2", "lasso-1"),
+    _ok("metrics.rmse > 6.2 and metrics.rmse < 7.1", "xgb-1", "ridge-1"),
+    _ok("metrics.rmse >= 62e-1", "xgb-1", "lasso-2", "ridge-1", "lasso-1"),
+    _ok("metrics.r2 != 0.5", "xgb-1", "lasso-2", "ridge-1"),
+    _ok("metrics.r2 > 0", "xgb-1", "ridge-1", "lasso-1"),
+    _ok("metrics.loss > -1", "empty-1"),
+    _ok("metrics.`rmse` < 6.3", "lasso-2"),
+    _ok("metric.rmse <> 6.5 AND metrics.rmse > .5", "lasso-2", "lasso-1"),
+    # params: text, compared as text whatever type was logged
+    _ok("params.model = 'lasso'", "lasso-1"),
+    _ok('params.model = "lasso"', "lasso-1"),
+    _ok("params.model != 'lasso'", "xgb-1", "lasso-2", "ridge-1"),
+    _ok("params.model LIKE '%sso'", "lasso-2", "lasso-1"),
+    _ok("params.model LIKE '_idge'", "ridge-1"),
+    _ok("params.model ILIKE 'LASSO'", "lasso-2", "lasso-1"),
+    _ok("params.model IN ('ridge', 'xgboost')", "xgb-1", "ridge-1"),
+    _ok("params.model NOT IN ('ridge', 'xgboost')", "lasso-2", "lasso-1"),
+    _ok("params.alpha = '0.1'", "lasso-1"),
+    _ok("params.alpha = '1.0'", "ridge-1"),
+    _ok("params.depth = '7'", "xgb-1"),
+    _ok("params.fast = 'True'", "xgb-1"),
+    _ok("param.fast = 'False'", "lasso-1"),
+    _ok("params.opt.lr = '0.01'", "lasso-1"),
+    _ok("parameters.`opt.lr` = '0.1'", "lasso-2"),
+    _ok("params.`data-set` = 'taxi'", "ridge-1"),
+    _ok("params.path = 'C:\\data'", "lasso-1"),
+    _ok("params.alpha IS NULL", "empty-1", "xgb-1"),
+    _ok("params.alpha is not null", "lasso-2", "ridge-1", "lasso-1"),
+    # tags, and quotes inside values
+    _ok("tags.dev = 'ana'", "xgb-1", "lasso-1"),
+    _ok("tags.dev ILIKE 'ana'", "xgb-1", "lasso-2", "lasso-1"),
+    _ok("tags.dev IN ('bo', 'Ana')", "lasso-2", "ridge-1"),
+    _ok("tags.note = 'it''s'", "lasso-1"),
+    _ok("tags.note = \"it's\"", "lasso-1"),
+    _ok("tags.note = 'say \"hi\"'", "ridge-1"),
+    _ok('tags.note = "say \\"hi\\""', "ridge-1"),
+    _ok("tags.dev IS NULL", "empty-1"),
+    _ok("tag.stage = 'prod' and tags.dev = 'ana'", "xgb-1"),
+    # attributes
+    _ok("attributes.status = 'FAILED'", "ridge-1"),
+    _ok("status != 'FINISHED'", "lasso-2", "ridge-1"),
+    _ok("attributes.status IN ('KILLED', 'FAILED')", "lasso-2", "ridge-1"),
+    _ok("attr.status LIKE 'FIN%'", "empty-1", "xgb-1", "lasso-1"),
+    _ok("attributes.run_name = 'lasso-2'", "lasso-2"),
+    _ok("run_name LIKE 'lasso-%'", "lasso-2", "lasso-1"),
+    _ok("attributes.`Run Name` ILIKE 'RIDGE-1'", "ridge-1"),
+    _ok("attributes.run_id = '{id:xgb-1}'", "xgb-1"),
+    _ok("run.run_id IN ('{id:xgb-1}', '{id:lasso-1}')", "xgb-1", "lasso-1"),
+    _ok("attributes.run_id NOT IN ('{id:xgb-1}')", "empty-1", "lasso-2", "ridge-1", "lasso-1"),
+    _ok("attributes.start_time >= {start:lasso-2}", "empty-1", "xgb-1", "lasso-2"),
+    _ok("created < {start:ridge-1}", "lasso-1"),
+    _ok("attributes.end_time > 0 and params.model = 'ridge'", "ridge-1"),
+    # several conditions
+    _ok("metrics.rmse < 7 AND params.model LIKE '%o%' and tags.dev = 'ana'", "xgb-1"),
+    _ok("params.model = 'lasso' and metrics.rmse < 7"),
+    # order_by: ties newest first, NaN then missing values last in both directions
+    _ok(None, "lasso-2", "xgb-1", "ridge-1", "lasso-1", "empty-1", order_by=("metrics.rmse",)),
+    _ok(None, "lasso-1", "xgb-1", "ridge-1", "lasso-2", "empty-1", order_by=("metrics.rmse DESC",)),
+    _ok(None, "lasso-2", "ridge-1", "xgb-1", "lasso-1", "empty-1", order_by=("metrics.rmse ASC", "attributes.run_name")),
+    _ok(None, "xgb-1", "ridge-1", "lasso-1", "lasso-2", "empty-1", order_by=("metrics.r2 DESC",)),
+    _ok(None, "lasso-1", "ridge-1", "xgb-1", "lasso-2", "empty-1", order_by=("metrics.r2 asc",)),
+    _ok(None, "lasso-2", "lasso-1", "ridge-1", "xgb-1", "empty-1", order_by=("params.model",)),
+    _ok(None, "ridge-1", "xgb-1", "lasso-1", "lasso-2", "empty-1", order_by=("tags.dev DESC",)),
+    _ok(None, "lasso-1", "ridge-1", "lasso-2", "xgb-1", "empty-1", order_by=("attributes.start_time ASC",)),
+    _ok(None, "empty-1", "lasso-1", "lasso-2", "ridge-1", "xgb-1", order_by=("run_name",)),
+    _ok(None, "ridge-1", "empty-1", "xgb-1", "lasso-1", "lasso-2", order_by=("attributes.status",)),
+    _ok(None, *_NEWEST_FIRST, order_by=("params.missing DESC",)),
+    # max_results cuts after sorting, ties included
+    _ok(None, "empty-1", "xgb-1", max_results=2),
+    _ok("metrics.rmse > 0", "lasso-1", "xgb-1", order_by=("metrics.rmse DESC",), max_results=2),
+    _ok("tags.dev != 'bo'", "lasso-2", "xgb-1", order_by=("metrics.rmse",), max_results=2),
+    # refused the same way everywhere
+    _bad("metrics.rmse < '7'", "metrics.rmse compares with a number, got '7'"),
+    _bad(
+        "attributes.experiment = 'x'",
+        "attributes.experiment is not searched or ordered by: "
+        "pass the experiment names to search_runs(experiment=...)",
+    ),
+    _bad("params.alpha = 0.1", "params.alpha compares with a quoted string, got 0.1"),
+    _bad("params.model < 'm'", "params.model takes =, !=, LIKE, ILIKE, IN, NOT IN, IS NULL, IS NOT NULL; not <"),
+    _bad("metrics.rmse LIKE '6%'", "metrics.rmse takes =, !=, <, <=, >, >=; not LIKE"),
+    _bad("metrics.rmse IS NULL", "metrics.rmse takes =, !=, <, <=, >, >=; not IS NULL"),
+    _bad("model = 'lasso'", f"'model' {_NOT_AN_ATTRIBUTE}"),
+    _bad("Params.model = 'lasso'", "unknown entity 'Params' in 'Params.model': use metrics.<key>, params.<key>, tags.<key> or attributes.<name>"),
+    _bad("params.model = 'a' OR params.model = 'b'", "conditions are joined with AND, got 'OR'"),
+    _bad("params.model = 'lasso", "a quote is never closed in \"'lasso\""),
+    _bad("metrics.rmse <", "ends too early: expected a value for metrics.rmse <"),
+    _bad("params.model IN ()", "params.model IN takes at least one quoted string"),
+    _bad("params.data-set = 'taxi'", "cannot read \"-set = 'taxi'\": a key with characters other than letters, digits, '_' and '.' goes in backticks, e.g. params.`data-set`"),
+    _bad_order("metrics.rmse UP", "expected ASC or DESC after the name, got 'UP'"),
+    _bad_order("rmse", f"'rmse' {_NOT_AN_ATTRIBUTE}"),
+    _bad_order(
+        "attributes.experiment",
+        "attributes.experiment is not searched or ordered by: "
+        "pass the experiment names to search_runs(experiment=...)",
+    ),
+)
+# fmt: on
+
+_PLACEHOLDER = re.compile(r"\{(id|start):([\w-]+)\}")
+
+
+def case_text(filter: str | None, runs: Mapping[str, RunInfo]) -> str | None:
+    """``filter`` with ``{id:<name>}`` and ``{start:<name>}`` replaced from ``runs`` (by name)."""
+    if filter is None:
+        return None
+
+    def value(match: re.Match[str]) -> str:
+        run = runs[match[2]]
+        if match[1] == "id":
+            return run.id
+        started = epoch_ms(run.start_time)
+        assert started is not None, f"run {match[2]} has no start time"
+        return str(started)
+
+    return _PLACEHOLDER.sub(value, filter)
 
 
 class ConformanceSuite:
@@ -389,6 +599,43 @@ class ConformanceSuite:
         assert [r.metrics["rmse"] for r in ordered] == [7.1, 6.5]
         assert ordered[0].status == "FINISHED" and ordered[0].tags["developer"] == "ana"
         assert ordered[0].experiment == self.experiment
+
+    def test_filter_table(self, tracker: Tracker, reader: Reader) -> None:
+        """Every case of FILTER_CASES: the same runs in the same order, or the same error."""
+        if not tracker.backend.capabilities.search_runs:
+            with pytest.raises(UnsupportedOperation):
+                tracker.search_runs(self.experiment, filter="metrics.rmse < 7")
+            return
+        for spec in FILTER_RUNS:
+            run = self._run(tracker, name=spec["name"], tags=spec["tags"])
+            run.log_params(spec["params"])
+            run.log_metrics(spec["metrics"])
+            run.end(spec["status"])
+        runs = {r.name: r for r in tracker.search_runs(self.experiment)}
+        assert sorted(runs) == sorted(spec["name"] for spec in FILTER_RUNS)
+        failures = []
+        for case in FILTER_CASES:
+            text = case_text(case.filter, runs)
+            shown = f"filter={text!r} order_by={list(case.order_by)} max_results={case.max_results}"
+            try:
+                found = tracker.search_runs(
+                    self.experiment,
+                    filter=text,
+                    order_by=list(case.order_by),
+                    max_results=case.max_results,
+                )
+            except InvalidInput as e:
+                if str(e) != case.error:
+                    failures.append(f"{shown}: raised {e}, expected {case.error or case.expected}")
+                continue
+            names = tuple(r.name for r in found)
+            if case.error is not None:
+                failures.append(f"{shown}: returned {names}, expected {case.error}")
+            elif names != case.expected:
+                failures.append(f"{shown}: returned {names}, expected {case.expected}")
+        assert not failures, f"{len(failures)} of {len(FILTER_CASES)} cases failed:\n" + "\n".join(
+            failures
+        )
 
     def test_search_sees_points_of_an_open_run(self, tracker: Tracker, reader: Reader) -> None:
         if not tracker.backend.capabilities.search_runs:

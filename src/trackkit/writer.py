@@ -34,7 +34,7 @@ from trackkit.errors import InvalidInput, NotFound, TrackkitWarning
 if TYPE_CHECKING:
     from trackkit.backend import Backend
     from trackkit.entities import ParamValue
-    from trackkit.tracker import Run
+    from trackkit.outbox import Outbox
 
 MAX_BACKOFF = 30.0
 logger = logging.getLogger("trackkit")
@@ -218,7 +218,7 @@ class Writer:
         self.interval = interval
         self.memory_bound = memory_bound
         self.strict = strict
-        self._runs: list[Run] = []
+        self._outboxes: list[Outbox] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._journal_wake = threading.Event()
@@ -236,10 +236,11 @@ class Writer:
         self._started = False
         self._stopping = False
 
-    # -- runs ---------------------------------------------------------------------------------
-    def add(self, run: Run) -> None:
+    # -- outboxes -----------------------------------------------------------------------------
+    def add(self, outbox: Outbox) -> None:
+        """Start delivering ``outbox`` (and start the threads with the first one)."""
         with self._lock:
-            self._runs.append(run)
+            self._outboxes.append(outbox)
             if not self._started:
                 self._started = True
                 for target, name in ((self._journal_loop, "journal"), (self._send_loop, "sender")):
@@ -247,23 +248,24 @@ class Writer:
                     thread.start()
                     self._threads.append(thread)
 
-    def queue_full(self) -> None:
+    def wake_journal(self) -> None:
+        """Journal queued operations now rather than at the next interval (a queue is full)."""
         self._journal_wake.set()
 
-    def _snapshot(self) -> list[Run]:
+    def _snapshot(self) -> list[Outbox]:
         with self._lock:
-            return list(self._runs)
+            return list(self._outboxes)
 
     # -- threads ------------------------------------------------------------------------------
     def _journal_loop(self) -> None:
         while not self._stopping:
             self._journal_wake.wait(self.interval)
             self._journal_wake.clear()
-            for run in self._snapshot():
+            for outbox in self._snapshot():
                 try:
-                    run._to_journal()
+                    outbox.to_journal()
                 except Exception as e:  # a full disk must not kill the thread
-                    self._failed(e, where=str(run.journal.path))
+                    self.record_failure(e, where=str(outbox.journal.path))
             # after a failure the sender waits out its backoff: waking it here would retry
             # every interval (one refused request a second per process, e.g. a wrong password)
             if self.failure is None:
@@ -284,13 +286,13 @@ class Writer:
             self._begun += 1
             number = self._begun
         ok = True
-        for run in self._snapshot():
+        for outbox in self._snapshot():
             try:
-                if deliver(run.journal, self.backend, run._meta):
-                    self._finished(run)
+                if deliver(outbox.journal, self.backend, outbox.meta):
+                    self._finished(outbox)
             except Exception as e:
                 ok = False
-                self._failed(e, where=str(run.journal.path))
+                self.record_failure(e, where=str(outbox.journal.path))
                 break
         with self._progress:
             self._done = number
@@ -307,7 +309,7 @@ class Writer:
                 self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
             self._progress.notify_all()
 
-    def _failed(self, error: BaseException, where: str) -> None:
+    def record_failure(self, error: BaseException, where: str) -> None:
         """Record a failure (any thread); it is logged now and warned once in the user's thread."""
         first = self.failure is None
         self.failure, self.failure_where = error, where
@@ -329,29 +331,27 @@ class Writer:
             self._reported = True
             warnings.warn(self._message(), TrackkitWarning, stacklevel=stacklevel + 1)
 
-    def _finished(self, run: Run) -> None:
+    def _finished(self, outbox: Outbox) -> None:
         with self._lock:
-            if run in self._runs:
-                self._runs.remove(run)
-        rejected_at = run.journal.remove()
+            if outbox in self._outboxes:
+                self._outboxes.remove(outbox)
         # only now is the run done: a flush waiting on it must see the journal gone and
-        # ``rejected_at`` set, not merely the run dropped from the list
+        # ``rejected_at`` set, not merely the outbox dropped from the list
         with self._progress:
-            run.rejected_at = rejected_at
-            run.delivered = True
+            outbox.finish()
             self._progress.notify_all()
 
     # -- waiting ------------------------------------------------------------------------------
-    def flush(self, run: Run, timeout: float | None) -> bool:
-        """Journal the run's queue and deliver it now; False if delivery failed or timed out."""
-        run._to_journal()
+    def flush(self, outbox: Outbox, timeout: float | None) -> bool:
+        """Journal the outbox's queue and deliver it now; False if delivery failed or timed out."""
+        outbox.to_journal()
         with self._progress:
             start = self._begun
         self._send_wake.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._progress:
             while True:
-                if run.delivered or (run.journal_empty() and self._done > start):
+                if outbox.delivered or (outbox.empty() and self._done > start):
                     return True
                 if self._failed_attempt > start:
                     return False
@@ -373,7 +373,6 @@ class Writer:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout)
-        for run in self._snapshot():
+        for outbox in self._snapshot():
             with contextlib.suppress(Exception):
-                run._to_journal()
-            run.journal.close()
+                outbox.release()

@@ -1,6 +1,7 @@
 """The Neptune backend: trackkit on the ``neptune`` client (1.x), offline, in memory or on a server.
 
-Modes: ``offline`` (operation logs under ``.neptune/offline``, uploaded later by ``neptune sync``),
+Modes: ``offline`` (operation logs under ``.trackkit/.neptune/offline``, uploaded later by
+``neptune sync``),
 ``debug`` (in memory, for tests), and the server modes ``async`` and ``sync``. Where each piece
 of a run goes (the field layout), how steps Neptune refuses are kept, and how the registry maps
 onto Neptune's stages is described in docs/neptune.md; this module is the one place that layout
@@ -12,10 +13,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import math
 import operator
 import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackkit import hookimpl
+from trackkit import env, hookimpl
 from trackkit._lazy import import_sdk
 from trackkit._secrets import redact
 from trackkit.backend import Backend, Capabilities, Limits
@@ -34,7 +37,6 @@ from trackkit.normalize import TRUNCATION_MARKER, value_text
 
 if TYPE_CHECKING:
     from trackkit.entities import Metric, ParamValue
-    from trackkit.local_registry import LocalRegistry
 
 MODES = ("offline", "debug", "async", "sync")
 SERVER_MODES = ("async", "sync")
@@ -67,6 +69,10 @@ RESERVED_ROOTS = ("sys", "trackkit", "monitoring", "source_code")
 _UNESCAPE = re.compile(r"%(25|2F)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ENV_LOCK = threading.RLock()  # NEPTUNE_DATA_DIRECTORY is read from the environment at init
+#: set to a true value to see the client's own log lines (on stderr)
+VERBOSE_ENV = "TRACKKIT_VERBOSE"
+#: the client's loggers: they write to stdout and do not propagate
+SDK_LOGGERS = ("neptune", "neptune_no_prefix")
 
 
 def escape_segment(text: str) -> str:
@@ -718,6 +724,50 @@ def _artifact_conflict(files: set[str], path: str) -> str | None:
     return next((f for f in files if f.startswith(prefix)), None)
 
 
+class _ToTrackkitLogger(logging.Handler):
+    """Hands the client's log records to the ``trackkit.neptune`` logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = logging.getLogger("trackkit.neptune")
+        if target.isEnabledFor(record.levelno):
+            target.handle(record)
+
+
+class _VerboseHandler(logging.Handler):
+    """Prints the client's log lines on stderr (``TRACKKIT_VERBOSE=1``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+def _route_sdk_logs() -> None:
+    """Keep the client's log lines off stdout, where they mixed into a program's own output.
+
+    The client's own handlers (they write to stdout) are replaced: its records go to the
+    ``trackkit.neptune`` logger (warnings reach stderr unless the program configured logging),
+    or, with ``TRACKKIT_VERBOSE=1``, are printed on stderr. Handlers a program added are kept.
+    """
+    verbose = env.flag(VERBOSE_ENV)
+    for name in SDK_LOGGERS:
+        sdk_logger = logging.getLogger(name)
+        formatter = None
+        for handler in list(sdk_logger.handlers):
+            own = type(handler).__module__.startswith("neptune.")
+            if own or isinstance(handler, (_ToTrackkitLogger, _VerboseHandler)):
+                formatter = formatter or handler.formatter
+                sdk_logger.removeHandler(handler)
+        if verbose:
+            handler = _VerboseHandler()
+            handler.setFormatter(formatter or logging.Formatter("[%(name)s] %(message)s"))
+            sdk_logger.addHandler(handler)
+        else:
+            sdk_logger.addHandler(_ToTrackkitLogger())
+        sdk_logger.propagate = False
+
+
 class NeptuneBackend(Backend):
     """trackkit on Neptune (``pip install 'trackkit[neptune]'``); see docs/neptune.md.
 
@@ -730,7 +780,7 @@ class NeptuneBackend(Backend):
         api_url: the address of a self-hosted Neptune server, when it differs from the one
             recorded in the token.
         data_dir: Neptune's local directory (offline runs, the async queue); defaults to
-            ``$NEPTUNE_DATA_DIRECTORY``, else ``.neptune`` in the current directory.
+            ``$NEPTUNE_DATA_DIRECTORY``, else ``<$TRACKKIT_DIR or .trackkit>/.neptune``.
         registry_path: the offline registry's sqlite file; defaults to
             ``<$TRACKKIT_DIR or .trackkit>/neptune-registry.db``.
         monitoring: let Neptune capture stdout, stderr and hardware metrics (off by default).
@@ -779,7 +829,9 @@ class NeptuneBackend(Backend):
         self.mode = self._resolve_mode(mode, token)
         self.api_url = api_url
         self.data_dir = Path(
-            data_dir or os.environ.get("NEPTUNE_DATA_DIRECTORY") or ".neptune"
+            data_dir
+            or os.environ.get("NEPTUNE_DATA_DIRECTORY")
+            or Path(os.environ.get("TRACKKIT_DIR") or ".trackkit") / ".neptune"
         ).resolve()
         self.registry_path = Path(
             registry_path
@@ -816,12 +868,11 @@ class NeptuneBackend(Backend):
         self._closed_objects: list[Any] = []
         self._models: dict[str, tuple[Any, dict[int, Any]]] = {}
         self._project_obj: Any = None
-        self._local: LocalRegistry | None = None
 
     @staticmethod
     def _resolve_mode(mode: str | None, token: str | None) -> str:
         if mode is None:
-            if os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+            if env.flag(OFFLINE_ENV):
                 mode = "offline"
             elif os.environ.get("NEPTUNE_MODE"):
                 mode = os.environ["NEPTUNE_MODE"].strip()
@@ -916,6 +967,7 @@ class NeptuneBackend(Backend):
     def _data_directory(self) -> Iterator[None]:
         """Neptune reads its data directory from the environment when an object starts."""
         with _ENV_LOCK:
+            _route_sdk_logs()
             saved = os.environ.get("NEPTUNE_DATA_DIRECTORY")
             os.environ["NEPTUNE_DATA_DIRECTORY"] = str(self.data_dir)
             try:
@@ -1320,12 +1372,15 @@ class NeptuneBackend(Backend):
             return [_row_info(row) for row in table.to_rows()]
 
     # -- registry ---------------------------------------------------------------------------------
-    def _registry(self) -> LocalRegistry:
-        if self._local is None:
-            from trackkit.local_registry import LocalRegistry
+    def offline_registry(self) -> Path | None:
+        # Offline mode cannot create model objects: the core keeps the registry in this file
+        # and `trackkit sync` repeats each change on the server.
+        return self.registry_path if self.mode == "offline" else None
 
-            self._local = LocalRegistry(self.registry_path)
-        return self._local
+    def check_registration(self, name: str, source: str, run_id: str | None) -> str | None:
+        if run_id is None and source.startswith("runs:/"):
+            return source[len("runs:/") :].split("/", 1)[0] or None
+        return run_id
 
     def _model(self, name: str, create: bool = False) -> tuple[Any, dict[int, Any]]:
         """The model object of ``name`` and its versions' objects (opened as needed)."""
@@ -1428,12 +1483,7 @@ class NeptuneBackend(Backend):
     def create_model_version(
         self, name: str, source: str, run_id: str | None, description: str | None
     ) -> ModelVersion:
-        if run_id is None and source.startswith("runs:/"):
-            run_id = source[len("runs:/") :].split("/", 1)[0] or None
-        if self.mode == "offline":
-            version = self._registry().create_model_version(name, source, run_id, description)
-            self.defer("register_model", source=source, name=name, description=description)
-            return version
+        run_id = self.check_registration(name, source, run_id)
         model, versions = self._model(name, create=True)
         with self._data_directory(), self._sdk(f"register a version of {name!r}", quiet=True):
             obj = self._neptune.init_model_version(
@@ -1454,29 +1504,19 @@ class NeptuneBackend(Backend):
         return self._model_version(name, number, {})
 
     def get_model_version(self, name: str, version: int) -> ModelVersion:
-        if self.mode == "offline":
-            return self._registry().get_model_version(name, version)
         return self._model_version(name, version, self._aliases(name))
 
     def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
-        if self.mode == "offline":
-            return self._registry().get_model_version_by_alias(name, alias)
         aliases = self._aliases(name)
         if alias not in aliases:
             raise NotFound(f"registered model {name!r} has no alias {alias!r}")
         return self._model_version(name, aliases[alias], aliases)
 
     def list_model_versions(self, name: str) -> list[ModelVersion]:
-        if self.mode == "offline":
-            return self._registry().list_model_versions(name)
         aliases = self._aliases(name)
         return [self._model_version(name, n, aliases) for n in self._version_numbers(name)]
 
     def set_model_alias(self, name: str, alias: str, version: int) -> None:
-        if self.mode == "offline":
-            self._registry().set_model_alias(name, alias, version)
-            self.defer("set_model_alias", name=name, alias=alias, version=version)
-            return
         self._version_object(name, version)  # NotFound for a missing version
         aliases = self._aliases(name)
         previous = aliases.get(alias)
@@ -1488,10 +1528,6 @@ class NeptuneBackend(Backend):
             self._mirror_aliases(name, int(number), aliases)  # type: ignore[arg-type]
 
     def delete_model_alias(self, name: str, alias: str) -> None:
-        if self.mode == "offline":
-            self._registry().delete_model_alias(name, alias)
-            self.defer("delete_model_alias", name=name, alias=alias)
-            return
         aliases = self._aliases(name)
         if alias not in aliases:
             raise NotFound(f"registered model {name!r} has no alias {alias!r}")
@@ -1514,10 +1550,6 @@ class NeptuneBackend(Backend):
                 obj["trackkit/aliases"].add(held)
 
     def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
-        if self.mode == "offline":
-            updated = self._registry().update_model_version(name, version, description)
-            self.defer("update_model_version", name=name, version=version, description=description)
-            return updated
         obj = self._version_object(name, version)
         with self._sdk(f"update version {version} of {name!r}"):
             obj["sys/description"] = description
@@ -1541,9 +1573,6 @@ class NeptuneBackend(Backend):
         for obj in objects:
             with contextlib.suppress(Exception), self._sdk("stop a Neptune object"):
                 obj.stop()
-        if self._local is not None:
-            self._local.close()
-            self._local = None
 
 
 def _flatten_structure(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -26,21 +26,22 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from trackkit import hookimpl
+from trackkit import env, hookimpl
 from trackkit._lazy import import_sdk
 from trackkit._secrets import redact
 from trackkit.backend import Backend, Capabilities, Limits
 from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
 from trackkit.errors import InvalidInput, NotFound, TrackkitError
 from trackkit.normalize import value_text
+from trackkit.search import Clause, Order
 
 if TYPE_CHECKING:
     from trackkit.entities import Metric, ParamValue
     from trackkit.local_registry import LocalRegistry
+    from trackkit.search import Query
 
 #: the x-axis of metric ``k`` is the metric ``k:step`` (":" never occurs in a trackkit key)
 STEP_SUFFIX = ":step"
@@ -65,12 +66,7 @@ _NOT_ARTIFACT_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
 _PROJECT_FORBIDDEN = re.compile(r"[/\\#?%:\r\n]")
 _NOT_FOUND = re.compile(r"not found|does not exist|could not find|no such", re.IGNORECASE)
 _SECRET_SETTING = re.compile(r"key|token|secret|password|credential|proxy|header", re.IGNORECASE)
-_TRUE = ("1", "true", "yes", "on")
 _SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -157,200 +153,8 @@ def _status(exit_code: Any, summary: Mapping[str, Any], state: str | None = None
     return str(recorded) if recorded in ("FAILED", "KILLED") else "FAILED"
 
 
-# -- search: trackkit's (MLflow's) filter syntax, translated for W&B ---------------------------
-_ENTITIES = {
-    "metrics": "metrics", "metric": "metrics",
-    "params": "params", "param": "params", "parameters": "params",
-    "tags": "tags", "tag": "tags",
-    "attributes": "attributes", "attribute": "attributes", "attr": "attributes", "run": "attributes",
-}  # fmt: skip
-_ATTRIBUTES = ("run_name", "run_id", "status", "start_time", "end_time")
-_TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<str>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*")
-      | (?P<bq>`[^`]*`)
-      | (?P<op><=|>=|!=|<>|=|<|>)
-      | (?P<lp>\()|(?P<rp>\))|(?P<comma>,)
-      | (?P<word>[^\s=!<>(),'"`]+)
-    )""",
-    re.VERBOSE,
-)
+# -- search: the parsed filter (trackkit.search) translated into a W&B pre-filter ---------------
 _MONGO_OPS = {"!=": "$ne", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
-_TEXT_OPS = ("=", "!=", "LIKE", "ILIKE", "IN", "NOT IN")
-_NUMBER_OPS = ("=", "!=", "<", "<=", ">", ">=")
-
-
-@dataclass(frozen=True)
-class Clause:
-    """One condition of a search filter: ``<entity>.<key> <op> <value>``."""
-
-    entity: str  # metrics, params, tags or attributes
-    key: str
-    op: str  # =, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN
-    value: Any  # float for numbers, str, or a tuple for IN / NOT IN
-
-
-def _unquote(token: str) -> str:
-    quote, body = token[0], token[1:-1]
-    if quote == "`":
-        return body
-    return re.sub(r"\\(.)", r"\1", body.replace(quote * 2, quote))
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    position = 0
-    while position < len(text):
-        if not text[position:].strip():
-            break
-        match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            raise InvalidInput(f"cannot parse search filter {text!r} at {text[position:]!r}")
-        kind = match.lastgroup or ""
-        found.append((kind, match.group(kind)))
-        position = match.end()
-    return found
-
-
-def parse_filter(text: str | None) -> list[Clause]:
-    """Parse a filter such as ``metrics.rmse < 7 and params.model = 'lasso'``.
-
-    Raises:
-        InvalidInput: the filter is not in trackkit's syntax.
-    """
-    if not text or not text.strip():
-        return []
-    tokens = _tokens(text)
-    clauses: list[Clause] = []
-    i = 0
-
-    def take() -> tuple[str, str]:
-        nonlocal i
-        if i >= len(tokens):
-            raise InvalidInput(f"search filter {text!r} ends too early")
-        i += 1
-        return tokens[i - 1]
-
-    while i < len(tokens):
-        kind, word = take()
-        if kind != "word":
-            raise InvalidInput(f"search filter {text!r}: expected a name, got {word!r}")
-        if i < len(tokens) and word.endswith(".") and tokens[i][0] in ("str", "bq"):
-            word += _unquote(take()[1])
-        entity, _, key = word.partition(".")
-        if entity.lower() in _ENTITIES and key:
-            entity = _ENTITIES[entity.lower()]
-        elif not key and word in _ATTRIBUTES:
-            entity, key = "attributes", word
-        else:
-            raise InvalidInput(
-                f"search filter {text!r}: {word!r} must be metrics.<name>, params.<name>, "
-                f"tags.<name> or attributes.<{'|'.join(_ATTRIBUTES)}>"
-            )
-        if entity == "attributes" and key not in _ATTRIBUTES:
-            raise InvalidInput(f"search filter {text!r}: unknown attribute {key!r}")
-        kind, op = take()
-        op = op.upper()
-        if op == "NOT" and i < len(tokens) and tokens[i][1].upper() == "IN":
-            take()
-            op = "NOT IN"
-        op = "!=" if op == "<>" else op
-        numeric = entity == "metrics" or key in ("start_time", "end_time")
-        allowed = _NUMBER_OPS if numeric else _TEXT_OPS
-        if op not in allowed:
-            raise InvalidInput(
-                f"search filter {text!r}: {entity}.{key} takes {', '.join(allowed)}, not {op!r}"
-            )
-        if op in ("IN", "NOT IN"):
-            if take()[0] != "lp":
-                raise InvalidInput(f"search filter {text!r}: {op} takes a list in parentheses")
-            items: list[str] = []
-            while True:
-                kind, item = take()
-                if kind != "str":
-                    raise InvalidInput(f"search filter {text!r}: {op} takes quoted strings")
-                items.append(_unquote(item))
-                kind, _sep = take()
-                if kind == "rp":
-                    break
-                if kind != "comma":
-                    raise InvalidInput(f"search filter {text!r}: expected ',' or ')'")
-            value: Any = tuple(items)
-        else:
-            kind, raw = take()
-            if numeric:
-                try:
-                    value = float(_unquote(raw) if kind == "str" else raw)
-                except ValueError:
-                    raise InvalidInput(
-                        f"search filter {text!r}: {entity}.{key} compares with a number, got {raw}"
-                    ) from None
-            elif kind == "str":
-                value = _unquote(raw)
-            else:
-                raise InvalidInput(
-                    f"search filter {text!r}: quote the value of {entity}.{key} ('{raw}')"
-                )
-        clauses.append(Clause(entity, key, op, value))
-        if i < len(tokens):
-            kind, word = take()
-            if word.lower() != "and":
-                raise InvalidInput(
-                    f"search filter {text!r}: conditions are joined with 'and', got {word!r}"
-                )
-    return clauses
-
-
-def _like(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), flags | re.DOTALL)
-
-
-def _attribute(info: RunInfo, key: str) -> Any:
-    if key == "run_name":
-        return info.name
-    if key == "run_id":
-        return info.id
-    if key == "status":
-        return info.status
-    moment = info.start_time if key == "start_time" else info.end_time
-    return None if moment is None else moment.timestamp() * 1000
-
-
-def _actual(clause: Clause, info: RunInfo) -> Any:
-    if clause.entity == "metrics":
-        return info.metrics.get(clause.key)
-    if clause.entity == "params":
-        return info.params.get(clause.key)
-    if clause.entity == "tags":
-        return info.tags.get(clause.key)
-    return _attribute(info, clause.key)
-
-
-def matches(clause: Clause, info: RunInfo) -> bool:
-    """Whether ``info`` satisfies ``clause``, with MLflow's semantics (a missing value never does)."""
-    actual = _actual(clause, info)
-    if actual is None:
-        return False
-    op, value = clause.op, clause.value
-    if op == "=":
-        return bool(actual == value)
-    if op == "!=":
-        return bool(actual != value)
-    if op == "<":
-        return bool(actual < value)
-    if op == "<=":
-        return bool(actual <= value)
-    if op == ">":
-        return bool(actual > value)
-    if op == ">=":
-        return bool(actual >= value)
-    if op == "IN":
-        return actual in value
-    if op == "NOT IN":
-        return actual not in value
-    flags = re.IGNORECASE if op == "ILIKE" else 0
-    return _like(value, flags).fullmatch(str(actual)) is not None
 
 
 def _config_candidates(text: str) -> list[Any]:
@@ -376,6 +180,8 @@ def _server_clause(clause: Clause) -> dict[str, Any] | None:
     op, value, key = clause.op, clause.value, clause.key
     if clause.entity == "metrics":
         if key.count(".") > 4:  # W&B resolves summary names of at most 4 dots
+            return None
+        if not math.isfinite(value):
             return None
         path = f"summary_metrics.{key}"
         return {path: value} if op == "=" else {path: {_MONGO_OPS[op]: value}}
@@ -404,36 +210,6 @@ def to_wandb_filter(clauses: Sequence[Clause]) -> dict[str, Any]:
     return parts[0] if len(parts) == 1 else {"$and": parts}
 
 
-@dataclass(frozen=True)
-class Order:
-    """One ``order_by`` item: ``metrics.rmse ASC``."""
-
-    entity: str
-    key: str
-    ascending: bool
-
-
-def parse_order(order_by: Sequence[str] | None) -> list[Order]:
-    """Parse ``["metrics.rmse ASC", "attributes.start_time DESC"]``."""
-    orders = []
-    for item in order_by or ():
-        words = item.split()
-        if not words or len(words) > 2:
-            raise InvalidInput(f"order_by item {item!r} must be '<name> [ASC|DESC]'")
-        direction = words[1].upper() if len(words) == 2 else "ASC"
-        if direction not in ("ASC", "DESC"):
-            raise InvalidInput(f"order_by item {item!r} must end in ASC or DESC")
-        entity, _, key = words[0].partition(".")
-        if entity.lower() in _ENTITIES and key:
-            entity = _ENTITIES[entity.lower()]
-        elif not key and words[0] in _ATTRIBUTES:
-            entity, key = "attributes", words[0]
-        else:
-            raise InvalidInput(f"order_by item {item!r}: unknown name {words[0]!r}")
-        orders.append(Order(entity, key, direction == "ASC"))
-    return orders
-
-
 def to_wandb_order(orders: Sequence[Order]) -> str | None:
     """W&B's one-key ``order`` string for ``orders``, or None when trackkit must sort."""
     if len(orders) != 1:
@@ -449,18 +225,6 @@ def to_wandb_order(orders: Sequence[Order]) -> str | None:
     return None
 
 
-def sort_runs(runs: list[RunInfo], orders: Sequence[Order]) -> list[RunInfo]:
-    """Sort by ``orders`` (newest first when empty); runs missing a value come last."""
-    orders = orders or [Order("attributes", "start_time", False)]
-    for order in reversed(orders):
-        probe = Clause(order.entity, order.key, "=", None)
-        present = [r for r in runs if _actual(probe, r) is not None]
-        missing = [r for r in runs if _actual(probe, r) is None]
-        present.sort(key=partial(_actual, probe), reverse=not order.ascending)
-        runs = present + missing
-    return runs
-
-
 # -- the backend ----------------------------------------------------------------------------
 @dataclass
 class _Open:
@@ -473,7 +237,7 @@ class _Open:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     latest: dict[str, tuple[int, float, int]] = field(default_factory=dict)  # step, value, seq
-    defined: set[str] = field(default_factory=set)
+    axes: dict[str, str] = field(default_factory=dict)  # each defined key's x-axis metric
     next_row: int | None = None  # W&B row number to continue from (a resumed offline run)
     started: datetime | None = None
     seq: int = 0
@@ -598,7 +362,7 @@ class WandbBackend(Backend):
                     "WANDB_MODE=disabled would drop everything trackkit logs; use "
                     "TRACKKIT_OFFLINE=1 (W&B offline mode) to keep runs local instead"
                 )
-            offline = _flag("TRACKKIT_OFFLINE") or wandb_mode in ("offline", "dryrun")
+            offline = env.flag("TRACKKIT_OFFLINE") or wandb_mode in ("offline", "dryrun")
             return "offline" if offline else "online"
         if mode not in ("online", "offline"):
             raise InvalidInput(f"mode must be 'online' or 'offline', got {mode!r}")
@@ -902,46 +666,64 @@ class WandbBackend(Backend):
             if tags:
                 self._set_tags(state, dict(tags))
 
+    @staticmethod
+    def _define(run: Any, key: str) -> str:
+        """Chart ``key`` against its own step; return the name of that x-axis metric."""
+        # W&B keeps every row, whatever order these steps come in. Every row carries the
+        # step, so W&B's step_sync (which fills in a missing one) is off: with a '.' in the
+        # name it overwrites the logged step with a stale one (wandb 0.31).
+        axis = key + STEP_SUFFIX
+        run.define_metric(axis, hidden=True)
+        run.define_metric(key, step_metric=axis, step_sync=False)
+        return axis
+
     def _log_points(self, state: _Open, metrics: Sequence[Metric]) -> None:
-        run = state.run
+        """Log a batch's points in as few W&B history rows as the step contract allows.
+
+        A row has one timestamp and one value per key; each key carries its own step (its
+        x-axis), so points of different keys share a row whatever their steps. Among the
+        points with one timestamp, the n-th point of a key goes in the n-th row: a key's
+        points keep their order, and W&B's row counter grows by one a row.
+        """
+        run, axes, latest = state.run, state.axes, state.latest
         rows: list[dict[str, Any]] = []
-        row: dict[str, Any] = {}
-        last: dict[str, int] = {}
-        for point in metrics:
-            key = point.key
-            if key not in state.defined:
-                # each key is charted against its own step: W&B keeps every row, whatever
-                # order these steps come in. Every row carries the step, so W&B's step_sync
-                # (which fills in a missing one) is off: with a '.' in the name it overwrites
-                # the logged step with a stale one (wandb 0.31).
-                run.define_metric(key + STEP_SUFFIX, hidden=True)
-                run.define_metric(key, step_metric=key + STEP_SUFFIX, step_sync=False)
-                state.defined.add(key)
-            if row and (key in row or row["_timestamp"] != point.timestamp / 1000):
-                rows.append(row)
-                row = {}
-            if not row:
-                row["_timestamp"] = point.timestamp / 1000
-            row[key] = point.value
-            row[key + STEP_SUFFIX] = point.step
-            state.seq += 1
-            last[key] = state.seq
-            best = state.latest.get(key)
-            if best is None or point.step >= best[0]:
-                state.latest[key] = (point.step, point.value, state.seq)
-        rows.append(row)
-        for item in rows:
-            if state.next_row is None:
-                run.log(item)
-            else:
-                run.log(item, step=state.next_row)
+        first = 0  # the first row of the points with the current timestamp
+        moment: int | None = None
+        placed: dict[str, int] = {}  # per key, how many of its points those rows hold
+        last: dict[str, int] = {}  # per key, the number of its last point in this batch
+        seq = state.seq
+        for key, value, step, timestamp in metrics:
+            axis = axes.get(key)
+            if axis is None:
+                axis = axes[key] = self._define(run, key)
+            if timestamp != moment:
+                moment, first, placed = timestamp, len(rows), {}
+            index = first + placed.get(key, 0)
+            placed[key] = index - first + 1
+            if index == len(rows):
+                rows.append({"_timestamp": timestamp / 1000})
+            row = rows[index]
+            row[key] = value
+            row[axis] = step
+            seq += 1
+            last[key] = seq
+            known = latest.get(key)
+            if known is None or step >= known[0]:
+                latest[key] = (step, value, seq)
+        state.seq = seq
+        if state.next_row is None:
+            for row in rows:
+                run.log(row)
+        else:
+            for row in rows:
+                run.log(row, step=state.next_row)
                 state.next_row += 1
         # W&B's summary holds the last value logged; trackkit's latest is the highest step's
         fix: dict[str, Any] = {}
-        for key, seq in last.items():
-            step, value, best_seq = state.latest[key]
-            if best_seq != seq:
-                fix[key], fix[key + STEP_SUFFIX] = value, step
+        for key, number in last.items():
+            step, value, best = latest[key]
+            if best != number:
+                fix[key], fix[axes[key]] = value, step
         if fix:
             run.summary.update(fix)
 
@@ -949,11 +731,13 @@ class WandbBackend(Backend):
         state.tags.update(tags)
         state.run.summary.update({TAG_PREFIX + k: v for k, v in tags.items()})
         # mirror as W&B tags "key:value" (W&B allows 64 characters) for W&B's UI and filters
-        others = [t for t in state.run.tags or () if t.partition(":")[0] not in state.tags]
+        current = tuple(state.run.tags or ())
+        others = [t for t in current if t.partition(":")[0] not in state.tags]
         mirror = [
             f"{k}:{v}" for k, v in sorted(state.tags.items()) if len(f"{k}:{v}") <= MAX_WANDB_TAG
         ]
-        state.run.tags = tuple(others + mirror)
+        if tuple(others + mirror) != current:  # each assignment sends W&B a run record
+            state.run.tags = tuple(others + mirror)
 
     # -- artifacts ------------------------------------------------------------------------------
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None) -> None:
@@ -1054,23 +838,10 @@ class WandbBackend(Backend):
             end_time=None if status == "RUNNING" else _parse_time(run.heartbeat_at),
         )
 
-    def search_runs(
-        self,
-        experiments: Sequence[str],
-        filter: str | None,
-        order_by: Sequence[str] | None,
-        max_results: int,
-    ) -> list[RunInfo]:
-        clauses = parse_filter(filter)
-        orders = parse_order(order_by)
+    def search_runs(self, query: Query) -> list[RunInfo]:
         if self.offline:
-            found = [
-                info
-                for info in self._local_runs(experiments)
-                if all(matches(c, info) for c in clauses)
-            ]
-            return sort_runs(found, orders)[:max_results]
-        return self._search_online(experiments, clauses, orders, max_results)
+            return self._local_runs(query.experiments)
+        return self._search_online(query)
 
     def _local_runs(self, experiments: Sequence[str]) -> list[RunInfo]:
         """Every run of ``experiments`` recorded under ``<dir>/wandb`` (open ones as sent)."""
@@ -1098,18 +869,13 @@ class WandbBackend(Backend):
             )
         return list(infos.values())
 
-    def _search_online(
-        self,
-        experiments: Sequence[str],
-        clauses: list[Clause],
-        orders: list[Order],
-        max_results: int,
-    ) -> list[RunInfo]:
-        narrowed = to_wandb_filter(clauses)
-        server_order = to_wandb_order(orders) if len(experiments) == 1 else None
+    def _search_online(self, query: Query) -> list[RunInfo]:
+        """Every run W&B's pre-filter lets through; the core checks and sorts them."""
+        narrowed = to_wandb_filter(query.clauses)
+        server_order = to_wandb_order(query.orders) if len(query.experiments) == 1 else None
         found: list[RunInfo] = []
         api = self._api()
-        for experiment in experiments:
+        for experiment in query.experiments:
             self._check_project(self.project or experiment)
             conditions = [narrowed] if narrowed else []
             if self.project:
@@ -1124,18 +890,15 @@ class WandbBackend(Backend):
                     path,
                     filters=filters,
                     order=server_order or "-created_at",
-                    per_page=min(max(max_results, 50), 1000),
+                    per_page=min(max(query.max_results, 50), 1000),
                 )
                 for run in runs:
                     info = self._info_from_public(run)
                     with self._lock:
                         if (state := self._runs.get(info.id)) is not None:
                             info = self._info_from_open(info.id, state)
-                    if all(matches(c, info) for c in clauses):
-                        found.append(info)
-                        if server_order and len(found) >= max_results:
-                            break
-        return (found if server_order else sort_runs(found, orders))[:max_results]
+                    found.append(info)
+        return found
 
     # -- models ---------------------------------------------------------------------------------
     @staticmethod
@@ -1207,6 +970,7 @@ class WandbBackend(Backend):
 
     # -- registry -------------------------------------------------------------------------------
     def _registry(self) -> LocalRegistry:
+        """The registry kept offline, read when replaying it to map its version numbers."""
         if self._local is None:
             from trackkit.local_registry import LocalRegistry
 
@@ -1222,19 +986,19 @@ class WandbBackend(Backend):
             )
         return f"{REGISTRY_PROJECT}/{name}"
 
-    def _offline_write(self, operation: str) -> LocalRegistry:
-        """The local registry, for a registry change made offline (deferred to W&B by sync)."""
-        if self.from_offline:
-            raise self.unsupported(
-                f"{operation} in offline mode while replaying offline work",
-                "carry it to W&B online: run `wandb sync` on the offline runs, then "
-                "`trackkit sync` without `-o mode=offline`",
+    def offline_registry(self) -> Path | None:
+        # Offline, the W&B Registry cannot be reached (linking needs a server): the core keeps
+        # the registry in this file and `trackkit sync` repeats each change online.
+        return self.registry_path if self.offline else None
+
+    def check_registration(self, name: str, source: str, run_id: str | None) -> str | None:
+        self._collection(name)
+        if not source.startswith(URI_PREFIX):
+            raise InvalidInput(
+                f"the wandb backend registers models logged with log_model ({URI_PREFIX}... "
+                f"URIs), not {source!r}"
             )
-        if getattr(self, "_deferrer", None) is None:
-            raise self.unsupported(
-                f"{operation} offline outside a Tracker", "use trackkit.get_tracker('wandb')"
-            )
-        return self._registry()
+        return run_id if run_id is not None else self._run_of(source)
 
     @staticmethod
     def _version_of(name: str, artifact: Any) -> ModelVersion:
@@ -1294,19 +1058,8 @@ class WandbBackend(Backend):
     def create_model_version(
         self, name: str, source: str, run_id: str | None, description: str | None
     ) -> ModelVersion:
+        self.check_registration(name, source, run_id)
         collection = self._collection(name)
-        if not source.startswith(URI_PREFIX):
-            raise InvalidInput(
-                f"the wandb backend registers models logged with log_model ({URI_PREFIX}... "
-                f"URIs), not {source!r}"
-            )
-        if run_id is None:
-            run_id = self._run_of(source)
-        if self.offline:
-            registry = self._offline_write("register_model")
-            created = registry.create_model_version(name, source, run_id, description)
-            self.defer("register_model", source=source, name=name, description=description)
-            return created
         ref = source.rsplit(":", 1)[-1]
         if self.from_offline:  # a replay after an interrupted sync must not link twice
             with contextlib.suppress(NotFound):
@@ -1324,25 +1077,15 @@ class WandbBackend(Backend):
         return self._version_of(name, linked)
 
     def get_model_version(self, name: str, version: int) -> ModelVersion:
-        if self.offline:
-            return self._registry().get_model_version(name, version)
         return self._version_of(name, self._member(name, f"v{version - 1}"))
 
     def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
-        if self.offline:
-            return self._registry().get_model_version_by_alias(name, alias)
         return self._version_of(name, self._member(name, alias))
 
     def list_model_versions(self, name: str) -> list[ModelVersion]:
-        if self.offline:
-            return self._registry().list_model_versions(name)
         return [self._version_of(name, m) for m in self._members(name)]
 
     def set_model_alias(self, name: str, alias: str, version: int) -> None:
-        if self.offline:
-            self._offline_write("set_model_alias").set_model_alias(name, alias, version)
-            self.defer("set_model_alias", name=name, alias=alias, version=version)
-            return
         target = self._member(name, f"v{self._online_version(name, version) - 1}")
         try:
             holder = self._member(name, alias)
@@ -1359,21 +1102,12 @@ class WandbBackend(Backend):
                 target.save()
 
     def delete_model_alias(self, name: str, alias: str) -> None:
-        if self.offline:
-            self._offline_write("delete_model_alias").delete_model_alias(name, alias)
-            self.defer("delete_model_alias", name=name, alias=alias)
-            return
         holder = self._member(name, alias)
         with self._mapped(f"delete {name}@{alias}"):
             holder.aliases = [a for a in holder.aliases if a != alias]
             holder.save()
 
     def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
-        if self.offline:
-            registry = self._offline_write("update_model_version")
-            updated = registry.update_model_version(name, version, description)
-            self.defer("update_model_version", name=name, version=version, description=description)
-            return updated
         member = self._member(name, f"v{self._online_version(name, version) - 1}")
         with self._mapped(f"update version {version} of {name!r}"):
             member.description = description

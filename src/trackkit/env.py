@@ -1,0 +1,33 @@
+"""Reading trackkit's environment variables: one parser for each kind of setting."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from trackkit.errors import InvalidInput
+
+TRUE = ("1", "true", "yes", "on")
+
+
+def flag(name: str) -> bool:
+    """Whether the variable ``name`` is set to a true value (1, true, yes or on; any case)."""
+    return os.environ.get(name, "").strip().lower() in TRUE
+
+
+def seconds(name: str, default: float) -> float:
+    """The variable ``name`` as a positive, finite number of seconds, or ``default`` if unset.
+
+    Raises:
+        InvalidInput: the value is not a number, or is not positive and finite.
+    """
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(f"${name} must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInput(f"${name} must be a positive, finite number of seconds, got {raw!r}")
+    return value

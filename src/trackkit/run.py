@@ -1,0 +1,509 @@
+"""Run: the handle of one tracked run; it validates what is logged and hands it to its outbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from time import time as _time
+from typing import TYPE_CHECKING, Any
+
+from trackkit import _lifecycle, normalize
+from trackkit import journal as jn
+from trackkit._secrets import redact
+from trackkit.backend import call, require
+from trackkit.errors import BackendError, InvalidInput, TrackkitError, TrackkitWarning
+from trackkit.outbox import Outbox
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from trackkit.entities import ModelRef, ParamValue, RunHandle
+    from trackkit.tracker import Tracker
+
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+RENAMES_ARTIFACT = "trackkit/renamed_keys.json"
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+class Run:
+    """One tracked run; use it as a context manager, or call :meth:`end`.
+
+    Log calls validate and queue; the tracker's background writer journals and sends (see
+    ``docs/reliability.md``). ``id`` is the backend's run id; a run started while the service
+    was unreachable has a provisional ``local-...`` id until ``trackkit sync`` creates it.
+    """
+
+    def __init__(
+        self, tracker: Tracker, handle: RunHandle | None, experiment: str, name: str | None
+    ) -> None:
+        self.tracker = tracker
+        self._backend = tracker.backend
+        self._writer = tracker.writer
+        self._limits = tracker.backend.limits
+        local_id = f"local-{uuid.uuid4().hex}"
+        self.id = handle.id if handle else local_id
+        self.name = handle.name if handle else (name or local_id)
+        self.experiment = handle.experiment if handle else experiment
+        self._params: dict[str, str] = dict(handle.params) if handle else {}
+        self._steps: dict[str, int] = dict(handle.last_steps) if handle else {}
+        self._keys = {kind: normalize.KeyRules(self._limits) for kind in ("param", "metric", "tag")}
+        self._metric_keys: dict[str, str] = {}  # hot-path cache of accepted metric names
+        self.renames: dict[str, dict[str, str]] = {}
+        self._renames_logged = 0
+        self._bound = tracker.memory_bound
+        meta: dict[str, Any] = {
+            "run_id": handle.id if handle else None,
+            "local_id": local_id,
+            "experiment": self.experiment,
+            "name": name,
+            "backend": self._backend.name,
+            "options": self._backend.replay_options(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+        self.outbox = Outbox(tracker.journal_dir, local_id, meta)
+        self._lock = self.outbox.lock  # one lock guards the run's state and its queue
+        self.status: str | None = None
+
+    def __repr__(self) -> str:
+        state = self.status or "RUNNING"
+        return (
+            f"Run(id={self.id!r}, name={self.name!r}, experiment={self.experiment!r}, "
+            f"backend={self._backend.name!r}, status={state!r})"
+        )
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        status = _lifecycle.status_for(exc_type, exc)
+        if exc_type is None:
+            self.end(status)
+            return
+        try:
+            self.end(status)
+        except Exception as end_error:  # the body's exception is the one to propagate
+            warnings.warn(
+                f"run {self.id} could not be ended {status}: {end_error}",
+                TrackkitWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def ended(self) -> bool:
+        return self.status is not None
+
+    @property
+    def journal(self) -> jn.Journal:
+        """The run's journal on disk (what is not yet acknowledged by the backend)."""
+        return self.outbox.journal
+
+    @property
+    def delivered(self) -> bool:
+        """True once the backend acknowledged everything, the end included."""
+        return self.outbox.delivered
+
+    @property
+    def rejected_at(self) -> Path | None:
+        """Where operations the backend refused for good were kept, once delivered."""
+        return self.outbox.rejected_at
+
+    def _check_open(self) -> None:
+        if self.status is not None:
+            raise TrackkitError(f"run {self.id} has ended ({self.status}); start a new run to log")
+        if self._writer.failure is not None:
+            if self._writer.strict:
+                self._raise_failure("deliver logged data")
+            self._writer.report(stacklevel=4)
+
+    def _raise_failure(self, what: str) -> None:
+        error = self._writer.failure
+        raise BackendError(
+            redact(
+                f"the {self._backend.describe()} backend failed to {what} (strict mode): "
+                f"{type(error).__name__}: {error}; the data is kept in journal {self.journal.path}"
+            )
+        ) from error
+
+    def _enqueue(self, ops: Sequence[jn.Entry]) -> int:
+        """Queue operations (caller holds ``_lock``); return the queue's size for
+        :meth:`_queue_full`, which the caller calls once it released the lock."""
+        return self.outbox.put_all(ops)
+
+    def _queue_full(self, size: int) -> None:
+        """Past the bound, wake the journal thread; past twice the bound, spill right here
+        (every log call applies the same bound; call without holding ``_lock``)."""
+        if size < self._bound:
+            return
+        if size >= 2 * self._bound:
+            self.outbox.to_journal()
+        else:
+            self._writer.wake_journal()
+
+    def _claim(self, kind: str, names: Mapping[str, str]) -> None:
+        """Record the names a call logged; warn once about each rename (stack: user code)."""
+        for key, stored in self._keys[kind].claim(names).items():
+            self.renames.setdefault(kind, {})[key] = stored
+            where = RENAMES_ARTIFACT if self._backend.capabilities.artifacts else "Run.renames"
+            warnings.warn(
+                f"{kind} name {key!r} has characters the {self._backend.name} backend does not "
+                f"allow; it is logged as {stored!r} (the mapping is kept in {where})",
+                TrackkitWarning,
+                stacklevel=4,
+            )
+
+    # -- params -----------------------------------------------------------------------------
+    def log_param(self, key: str, value: Any) -> None:
+        """Log one param; a mapping value is flattened under ``key`` with ``.``."""
+        self.log_params({key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params; nested mappings are flattened with ``.``.
+
+        The whole call is validated before anything is kept. Logging a param again with the
+        same value is a no-op; with a different value it raises InvalidInput (params are
+        immutable).
+        """
+        flat = normalize.flatten(params, "params")
+        names = self._keys["param"].check_all(flat, "param")
+        staged: dict[str, tuple[ParamValue, str]] = {}
+        for key, raw in flat.items():
+            value = normalize.param_value(key, raw)
+            staged[names[key]] = (value, normalize.value_text(value))
+        with self._lock:
+            self._check_open()
+            for stored, (_, text) in list(staged.items()):
+                previous = self._params.get(stored)
+                if previous is None:
+                    continue
+                if previous != text and previous != self._stored_text(stored, text, "params"):
+                    raise InvalidInput(
+                        f"param {stored!r} is already {previous[:200]!r} in run {self.id}; "
+                        "params cannot change: log the new value under another name, "
+                        "or start a new run"
+                    )
+                del staged[stored]
+        shortened = {s: self._keep_long_value("params", s, t) for s, (_, t) in staged.items()}
+        with self._lock:
+            ops = []
+            for stored, (value, text) in staged.items():
+                if stored in self._params:
+                    continue  # logged meanwhile by another thread with the same value
+                self._params[stored] = text
+                short = shortened[stored]
+                kept = short if short is not None else value
+                ops.append(jn.Op(jn.PARAM, stored, text=json.dumps(kept)))
+            size = self._enqueue(ops)
+        self._queue_full(size)
+        self._claim("param", names)
+
+    def _stored_text(self, stored: str, text: str, kind: str) -> str | None:
+        limits = self._limits
+        limit = limits.param_value_length if kind == "params" else limits.tag_value_length
+        return normalize.truncate(text, limit, f"{normalize.LONG_VALUES_DIR}/{kind}/{stored}.txt")
+
+    def _keep_long_value(self, kind: str, stored: str, text: str) -> str | None:
+        """Store an over-long value whole as an artifact; return the truncated form to log."""
+        short = self._stored_text(stored, text, kind)
+        if short is not None:
+            if not self._backend.capabilities.artifacts:
+                raise InvalidInput(
+                    f"{kind[:-1]} {stored!r} is {len(text)} characters, over the "
+                    f"{self._backend.name} backend's limit, and this backend cannot store the "
+                    "whole value as an artifact; log it shorter"
+                )
+            self.log_text(text, f"{normalize.LONG_VALUES_DIR}/{kind}/{stored}.txt")
+        return short
+
+    # -- metrics ----------------------------------------------------------------------------
+    def log_metric(
+        self, key: str, value: Any, step: int | None = None, timestamp: Any = None
+    ) -> None:
+        """Log one metric point; it returns at once (the writer sends it in the background).
+
+        Args:
+            key: the metric name.
+            value: a real number (bools become 1.0/0.0; NaN and infinities are kept, as far as
+                the backend can hold them: MLflow stores ±inf as ±1.797e308).
+            step: a non-negative integer; when omitted, one more than this key's highest step
+                so far (0 for its first point). Steps are counted per key.
+            timestamp: a datetime or int milliseconds since the epoch; defaults to now.
+
+        Raises:
+            InvalidInput: the name, value, step or timestamp is not acceptable.
+        """
+        known = self._metric_keys.get(key) if type(key) is str else None
+        stored = self._keys["metric"].check(key, "metric") if known is None else known
+        number = value if type(value) is float else normalize.metric_value(key, value)
+        ts = int(_time() * 1000) if timestamp is None else normalize.timestamp_ms(key, timestamp)
+        if step is not None and (type(step) is not int or not 0 <= step <= normalize.MAX_STEP):
+            step = normalize.step_value(key, step)
+        with self._lock:
+            if self.status is not None or self._writer.failure is not None:
+                self._check_open()
+            last = self._steps.get(stored, -1)
+            if step is None:
+                step = last + 1
+            if step > last:
+                self._steps[stored] = step
+            size = self.outbox.put((jn.METRIC, stored, number, step, ts, None))  # see jn.Entry
+        if size >= self._bound:
+            self._queue_full(size)
+        if known is None:
+            self._claim("metric", {key: stored})
+            self._metric_keys[key] = stored
+
+    def log_metrics(
+        self, metrics: Mapping[str, Any], step: int | None = None, timestamp: Any = None
+    ) -> None:
+        """Log several metrics at one step (nested mappings are flattened with ``.``)."""
+        flat = normalize.flatten(metrics, "metrics")
+        ts = int(_time() * 1000) if timestamp is None else normalize.timestamp_ms("*", timestamp)
+        explicit = None if step is None else normalize.step_value("*", step)
+        names = self._keys["metric"].check_all(flat, "metric")
+        points = [(names[key], normalize.metric_value(key, raw)) for key, raw in flat.items()]
+        with self._lock:
+            self._check_open()
+            ops = []
+            for stored, number in points:
+                last = self._steps.get(stored, -1)
+                at = last + 1 if explicit is None else explicit
+                if at > last:
+                    self._steps[stored] = at
+                ops.append((jn.METRIC, stored, number, at, ts, None))
+            size = self._enqueue(ops)
+        self._queue_full(size)
+        self._claim("metric", names)
+
+    # -- tags -------------------------------------------------------------------------------
+    def set_tag(self, key: str, value: Any) -> None:
+        """Set a tag (tags can change; values are stored as text)."""
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags; nested mappings are flattened with ``.``."""
+        flat = normalize.flatten(tags, "tags")
+        names = self._keys["tag"].check_all(flat, "tag")
+        staged = {
+            names[key]: normalize.value_text(normalize.param_value(key, raw))
+            for key, raw in flat.items()
+        }
+        with self._lock:
+            self._check_open()
+        kept = {}
+        for stored, text in staged.items():
+            short = self._keep_long_value("tags", stored, text)
+            kept[stored] = short if short is not None else text
+        with self._lock:
+            size = self._enqueue([jn.Op(jn.TAG, stored, text=t) for stored, t in kept.items()])
+        self._queue_full(size)
+        self._claim("tag", names)
+
+    # -- artifacts --------------------------------------------------------------------------
+    def log_artifact(self, local_path: str | os.PathLike[str], path: str | None = None) -> None:
+        """Store a file or a directory under ``path`` (a run-relative directory).
+
+        A file lands at ``path/<file name>``, a directory at ``path/<directory name>/...``.
+        If the service is unreachable, a copy is journaled and uploaded later.
+
+        Raises:
+            InvalidInput: ``local_path`` does not exist, or ``path`` leaves the run.
+            UnsupportedOperation: the backend stores no artifacts.
+        """
+        directory = normalize.artifact_dir(path)
+        if not isinstance(local_path, (str, os.PathLike)):
+            raise InvalidInput(f"local_path must be a path, got {type(local_path).__name__}")
+        local = Path(local_path)
+        if not local.exists():
+            raise InvalidInput(f"artifact {str(local)!r} does not exist")
+        require(self._backend, "artifacts", "log_artifact", "log the data as params or tags")
+        with self._lock:
+            self._check_open()
+        if self.outbox.run_id is not None and self._writer.failure is None:
+            try:
+                self._backend.log_artifact(self.id, local, directory)
+                return
+            except TrackkitError:
+                raise
+            except Exception as e:
+                if self._writer.strict:
+                    raise BackendError(redact(f"log artifact {local.name!r}: {e}")) from e
+                self._writer.record_failure(e, where=str(self.journal.path))
+        copy = self.journal.files_dir() / uuid.uuid4().hex / local.name
+        copy.parent.mkdir(parents=True)
+        if local.is_dir():
+            shutil.copytree(local, copy)
+        else:
+            shutil.copy2(local, copy)
+        with self._lock:
+            size = self._enqueue([jn.Op(jn.ARTIFACT, directory, text=str(copy))])
+        self._queue_full(size)
+
+    def _log_generated(self, file: str, write: Callable[[Path], None]) -> None:
+        directory, name = normalize.artifact_file(file)
+        with tempfile.TemporaryDirectory(prefix="trackkit-") as tmp:
+            local = Path(tmp) / name
+            write(local)
+            self.log_artifact(local, directory)
+
+    def log_text(self, text: str, file: str) -> None:
+        """Store ``text`` as the artifact file ``file`` (e.g. ``"notes/summary.txt"``)."""
+        if not isinstance(text, str):
+            raise InvalidInput(f"log_text takes a str, got {type(text).__name__}")
+        self._log_generated(file, lambda p: _write_text(p, text))
+
+    def log_dict(self, obj: Any, file: str) -> None:
+        """Store a dict (or list) as JSON or YAML, chosen by the file's extension."""
+        data = normalize.jsonable(obj, f"log_dict({file!r})")
+        suffix = Path(str(file)).suffix.lower()
+        if suffix == ".json":
+            content = json.dumps(data, indent=2, allow_nan=True) + "\n"
+        elif suffix in (".yaml", ".yml"):
+            from trackkit._lazy import import_sdk
+
+            yaml = import_sdk("yaml", extra="ml", purpose="log_dict to YAML")
+            content = yaml.safe_dump(data, sort_keys=False)
+        else:
+            raise InvalidInput(f"log_dict file {file!r} must end in .json, .yaml or .yml")
+        self._log_generated(file, lambda p: _write_text(p, content))
+
+    def log_figure(self, figure: Any, file: str) -> None:
+        """Store a matplotlib figure as an image; the extension picks the format (.png, .svg...)."""
+        if not hasattr(figure, "savefig"):
+            raise InvalidInput(f"log_figure takes a matplotlib Figure, got {type(figure).__name__}")
+        if not Path(str(file)).suffix:
+            raise InvalidInput(f"figure file {file!r} needs an extension such as .png or .svg")
+        self._log_generated(file, lambda p: figure.savefig(p))
+
+    def log_table(self, table: Any, file: str) -> None:
+        """Store a pandas DataFrame as .parquet, .csv or .json, by extension.
+
+        A ``.json`` table is the backend's native table where it has one (MLflow's
+        ``log_table``, shown in its UI), else JSON records.
+        """
+        suffix = Path(str(file)).suffix.lower()
+        writers = {
+            ".parquet": lambda p: table.to_parquet(p, index=False),
+            ".csv": lambda p: table.to_csv(p, index=False),
+            ".json": lambda p: table.to_json(p, orient="records"),
+        }
+        if not hasattr(table, "to_parquet"):
+            raise InvalidInput(f"log_table takes a pandas DataFrame, got {type(table).__name__}")
+        if suffix not in writers:
+            raise InvalidInput(f"table file {file!r} must end in .parquet, .csv or .json")
+        if suffix == ".json" and self._backend.capabilities.native_tables:
+            directory, name = normalize.artifact_file(file)
+            where = f"{directory}/{name}" if directory else name
+            with self._lock:
+                self._check_open()
+            call(
+                self._backend,
+                f"log table {where!r}",
+                lambda: self._backend.log_table(self.id, table, where),
+            )
+            return
+        self._log_generated(file, writers[suffix])
+
+    # -- models -----------------------------------------------------------------------------
+    def log_model(self, model: Any, name: str = "model", *, flavor: str | None = None) -> ModelRef:
+        """Store a model in the run, in a form ``load_model`` restores to the same object.
+
+        Args:
+            model: a scikit-learn estimator or pipeline, or an xgboost model.
+            name: where the model is stored in the run.
+            flavor: ``"sklearn"`` or ``"xgboost"``; detected from the model when omitted.
+
+        Returns:
+            A ModelRef to pass to ``Tracker.register_model`` or ``Tracker.load_model``.
+        """
+        from trackkit import models
+
+        where = normalize.artifact_dir(name)
+        if where is None:
+            raise InvalidInput("log_model needs a non-empty name")
+        chosen = models.check_flavor(flavor) if flavor else models.detect_flavor(model)
+        require(self._backend, "models", "log_model", "pickle the model and use log_artifact")
+        with self._lock:
+            self._check_open()
+        return call(
+            self._backend,
+            f"log model {where!r}",
+            lambda: self._backend.log_model(self.id, model, where, chosen),
+        )
+
+    # -- sending ----------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything logged so far and wait until the backend acknowledged it.
+
+        Returns True once all of it was delivered, False if the service failed (the data stays
+        in the journal and is retried) or ``timeout`` seconds passed (default: the tracker's
+        ``end_timeout``). In strict mode a failure raises BackendError instead.
+        """
+        self._log_renames()
+        wait = self.tracker.end_timeout if timeout is None else timeout
+        delivered = self._writer.flush(self.outbox, wait)
+        if not delivered and self._writer.failure is not None:
+            if self._writer.strict:
+                self._raise_failure("deliver logged data")
+            self._writer.report()
+        return delivered
+
+    def _log_renames(self) -> None:
+        count = sum(len(r) for r in self.renames.values())
+        if count != self._renames_logged and self._backend.capabilities.artifacts:
+            self._renames_logged = count
+            self.log_dict(self.renames, RENAMES_ARTIFACT)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Send what is pending and end the run with ``status`` (FINISHED, FAILED or KILLED).
+
+        Waits up to the tracker's ``end_timeout`` for the backend; what it has not
+        acknowledged by then stays in the journal (retried while the process lives, and by
+        ``trackkit sync`` after). Ending an ended run again does nothing.
+        """
+        if status not in STATUSES:
+            raise InvalidInput(f"run status must be one of {STATUSES}, got {status!r}")
+        if self.status is not None:
+            return
+        self._log_renames()
+        with self._lock:
+            if self.status is not None:
+                return
+            self.status = status
+            self.outbox.put(jn.Op(jn.END, ts=int(_time() * 1000), text=status))
+        _lifecycle.forget(self)
+        if self._writer.flush(self.outbox, self.tracker.end_timeout):
+            if self.rejected_at is not None:
+                warnings.warn(
+                    f"run {self.id}: the {self._backend.name} backend refused some operations "
+                    f"for good; they are kept in {self.rejected_at} (table `rejected`, with "
+                    "the reasons), everything else was delivered",
+                    TrackkitWarning,
+                    stacklevel=2,
+                )
+            return
+        if self._writer.strict and self._writer.failure is not None:
+            self._raise_failure(f"end run {self.id}")
+        self._writer.report()
+        warnings.warn(
+            f"run {self.id} ended {status}, but the {redact(self._backend.describe())} backend "
+            f"has not acknowledged all of it yet; it is kept in journal {self.journal.path}, "
+            "retried while this process runs, and replayed by `trackkit sync`",
+            TrackkitWarning,
+            stacklevel=2,
+        )
