@@ -24,7 +24,7 @@ import trackkit
 from trackkit import InvalidInput, TrackkitError, TrackkitWarning, UnknownBackendError
 from trackkit._secrets import MASK, redact
 from trackkit.normalize import LONG_VALUES_DIR, TRUNCATION_MARKER
-from trackkit.tracker import RENAMES_ARTIFACT
+from trackkit.run import RENAMES_ARTIFACT
 
 PARAM_LIMIT = 6000
 TAG_LIMIT = 8000
