@@ -447,6 +447,66 @@ def test_points_logged_together_share_a_row_with_their_timestamp(
     assert row["_timestamp"] == moment.timestamp()
 
 
+@pytest.fixture
+def batching(root: Path) -> Iterator[trackkit.Tracker]:
+    """A tracker whose writer sends only when asked (flush or end): one batch per flush."""
+    tracker = trackkit.get_tracker(
+        "wandb", mode="offline", dir=root, settings=FAST, flush_interval=3600
+    )
+    yield tracker
+    tracker.close()
+
+
+def test_each_step_of_a_ten_key_loop_is_one_history_row(
+    batching: trackkit.Tracker, reader: WandbReader
+) -> None:
+    keys = [f"m{i}" for i in range(10)]
+    with batching.start_run("rows") as run:
+        for step in range(30):
+            run.log_metrics({k: step + i / 10 for i, k in enumerate(keys)})
+        assert run.flush(timeout=60)
+        for step in range(30, 40):  # a second batch continues W&B's row numbers
+            run.log_metrics({k: step + i / 10 for i, k in enumerate(keys)})
+    rows = reader.history(run.id)
+    assert [r["_step"] for r in rows] == list(range(40))
+    for step, row in enumerate(rows):
+        assert {k: (row[k], row[f"{k}:step"]) for k in keys} == {
+            k: (step + i / 10, step) for i, k in enumerate(keys)
+        }
+    # each key's x-axis is defined once, however many batches carry it
+    names = sorted(m["name"] for m in reader.records(run.id, "metric"))
+    assert names == sorted(keys + [f"{k}:step" for k in keys])
+
+
+def test_points_with_one_timestamp_pack_into_rows_and_keep_each_key_in_order(
+    batching: trackkit.Tracker, reader: WandbReader
+) -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    later = datetime(2026, 1, 2, 3, 4, 6, tzinfo=timezone.utc)
+    with batching.start_run("rows") as run:
+        for n, step in enumerate((5, 10, 5)):  # out of order, and step 5 twice
+            run.log_metric("loss", step * 10 + n, step=step, timestamp=moment)
+        for _ in range(3):
+            run.log_metric("acc", 0.5, timestamp=moment)  # steps 0, 1, 2
+        run.log_metric("acc", 0.75, timestamp=later)  # step 3
+    rows = reader.history(run.id)
+    # one key's points never share a row; other keys fill the rows of the same timestamp
+    assert [sorted(k for k in r if not k.startswith("_")) for r in rows] == [
+        ["acc", "acc:step", "loss", "loss:step"],
+        ["acc", "acc:step", "loss", "loss:step"],
+        ["acc", "acc:step", "loss", "loss:step"],
+        ["acc", "acc:step"],
+    ]
+    assert [r["_timestamp"] for r in rows] == [moment.timestamp()] * 3 + [later.timestamp()]
+    assert [r["_step"] for r in rows] == [0, 1, 2, 3]
+    assert reader.metric_points(run.id, "loss") == [(5, 50), (10, 101), (5, 52)]
+    assert reader.metric_points(run.id, "acc") == [(0, 0.5), (1, 0.5), (2, 0.5), (3, 0.75)]
+    summary = reader.summary(run.id)  # each key's value at its highest step
+    assert (summary["loss"], summary["loss:step"]) == (101, 10)
+    assert (summary["acc"], summary["acc:step"]) == (0.75, 3)
+    assert batching.get_run(run.id).metrics == {"loss": 101, "acc": 0.75}
+
+
 def test_params_are_config_under_the_same_flattened_keys(
     offline: trackkit.Tracker, reader: WandbReader
 ) -> None:
