@@ -78,7 +78,16 @@ class Reader(Protocol):
         ...
 
 
+#: why the model and registry checks skip where scikit-learn is not installed
+SKLEARN_MISSING = (
+    "scikit-learn is not installed: the model and registry checks log a fitted scikit-learn "
+    "pipeline (pip install 'trackkit[ml]')"
+)
+
+
 def _fitted_pipeline() -> Any:
+    """A small fitted pipeline and rows to predict; skips the calling test without scikit-learn."""
+    pytest.importorskip("sklearn", reason=SKLEARN_MISSING)
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import make_pipeline
@@ -534,11 +543,11 @@ class ConformanceSuite:
         assert list(loaded.predict(rows)) == list(pipeline.predict(rows))
 
     def test_registry_aliases_and_load_by_alias(self, tracker: Tracker, reader: Reader) -> None:
-        pipeline, rows = _fitted_pipeline()
-        if not tracker.backend.capabilities.registry:
+        if not tracker.backend.capabilities.registry:  # checked without scikit-learn
             with pytest.raises(UnsupportedOperation):
                 tracker.list_model_versions("ride")
             return
+        pipeline, rows = _fitted_pipeline()
         refs = []
         for _ in range(2):
             with self._run(tracker) as run:
