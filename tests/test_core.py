@@ -1,8 +1,9 @@
 """Core behaviour that needs no tracking SDK: batching, the fluent API, exit handling, hints.
 
-``RecordingBackend`` is a minimal backend written for these tests: it records the batches the
-core hands it, so the core's own contract (batch shapes, retries of unsent data, statuses) can
-be checked exactly. Behaviour against real SDKs is checked by the conformance suites.
+The backend here is ``RecordingBackend`` (tests/recording.py), a test double that records the
+batches the core hands it, so the core's own contract (batch shapes, retries of unsent data,
+statuses) can be checked exactly. Behaviour against real SDKs is checked by the conformance
+suites.
 """
 
 from __future__ import annotations
@@ -13,65 +14,15 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 import trackkit
+from recording import RecordingBackend
 from trackkit._secrets import redact
-from trackkit.backend import Backend, Capabilities, Limits
-from trackkit.entities import Metric, ParamValue, RunHandle
+from trackkit.backend import Limits
 from trackkit.tracker import Tracker
-
-
-class RecordingBackend(Backend):
-    """Records what the core sends; ``fail_next`` makes the next batch raise (a send failure),
-    ``delay`` makes each batch take that long, ``most_in_flight`` counts overlapping batches."""
-
-    name = "recording"
-    capabilities = Capabilities(artifacts=False, models=False)
-    limits = Limits(batch_metrics=3, batch_params_tags=2, batch_total=4)
-
-    def __init__(self) -> None:
-        self.batches: list[
-            tuple[list[tuple[str, ParamValue]], list[Metric], list[tuple[str, str]]]
-        ] = []
-        self.ended: dict[str, str] = {}
-        self.fail_next = False
-        self.delay = 0.0  # seconds each batch takes: a slow service
-        self.in_flight = self.most_in_flight = 0
-        self._lock = threading.Lock()
-
-    def start_run(self, experiment: str | None, name: str | None, run_id: str | None) -> RunHandle:
-        return RunHandle(
-            id=f"r{len(self.ended) + len(self.batches)}",
-            name=name or "n",
-            experiment=experiment or "?",
-        )
-
-    def end_run(self, run_id: str, status: str) -> None:
-        self.ended[run_id] = status
-
-    def log_batch(
-        self,
-        run_id: str,
-        params: Sequence[tuple[str, ParamValue]],
-        metrics: Sequence[Metric],
-        tags: Sequence[tuple[str, str]],
-    ) -> None:
-        with self._lock:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            time.sleep(self.delay)
-            if self.fail_next:
-                self.fail_next = False
-                raise ConnectionError("service unavailable")
-            self.batches.append((list(params), list(metrics), list(tags)))
-        finally:
-            with self._lock:
-                self.in_flight -= 1
 
 
 def test_batches_respect_every_limit_and_keep_order() -> None:
@@ -269,7 +220,7 @@ def test_open_runs_are_ended_at_interpreter_exit(ending: str, status: str, tmp_p
             import sys
             sys.path.insert(0, {str(Path(__file__).parent)!r})
             import atexit
-            from test_core import RecordingBackend
+            from recording import RecordingBackend
             from trackkit.tracker import Tracker
 
             backend = RecordingBackend()
