@@ -116,7 +116,7 @@ FILTER_RUNS: tuple[dict[str, Any], ...] = (
     },
     {
         "name": "ridge-1",
-        "params": {"model": "ridge", "alpha": 1.0, "data-set": "taxi"},
+        "params": {"model": "ridge", "alpha": 1.5, "data-set": "taxi"},
         "metrics": {"rmse": 6.5, "r2": 0.62},
         "tags": {"dev": "bo", "note": 'say "hi"'},
         "status": "FAILED",
@@ -200,7 +200,7 @@ FILTER_CASES: tuple[FilterCase, ...] = (
     _ok("params.model IN ('ridge', 'xgboost')", "xgb-1", "ridge-1"),
     _ok("params.model NOT IN ('ridge', 'xgboost')", "lasso-2", "lasso-1"),
     _ok("params.alpha = '0.1'", "lasso-1"),
-    _ok("params.alpha = '1.0'", "ridge-1"),
+    _ok("params.alpha = '1.5'", "ridge-1"),
     _ok("params.depth = '7'", "xgb-1"),
     _ok("params.fast = 'True'", "xgb-1"),
     _ok("param.fast = 'False'", "lasso-1"),
