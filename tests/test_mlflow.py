@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -176,7 +177,7 @@ def test_context_tags_identify_the_source(mlflow_tracker, mlflow_client) -> None
 def test_bad_filter_is_invalid_input(mlflow_tracker) -> None:  # type: ignore[no-untyped-def]
     with mlflow_tracker.start_run(experiment="e"):
         pass
-    with pytest.raises(trackkit.InvalidInput, match="search_runs"):
+    with pytest.raises(trackkit.InvalidInput, match="unknown comparison '<<<'"):
         mlflow_tracker.search_runs("e", filter="metrics.rmse <<< 3")
     with pytest.raises(trackkit.NotFound, match="no MLflow experiment"):
         mlflow_tracker.search_runs("missing")
@@ -267,3 +268,73 @@ def test_done_when_script_as_a_new_user_runs_it(sqlite_uri: str, tmp_path: Path)
         assert float(native.predict([row])[0]) == pytest.approx(prediction)
     finally:
         mlflow.set_tracking_uri(None)
+
+
+# -- search: the parsed filter translated into MLflow's own ------------------------------------
+def test_filters_translate_to_mlflow_filter_strings() -> None:
+    from trackkit.backends.mlflow import to_mlflow_filter
+    from trackkit.search import parse_filter
+
+    def translate(text: str) -> tuple[str, bool]:
+        return to_mlflow_filter(parse_filter(text))
+
+    assert translate("metrics.rmse < 7 and params.model = 'lasso'") == (
+        "metrics.`rmse` < 7 and params.`model` = 'lasso'",
+        True,
+    )
+    assert translate("metric.`val loss` <> 0.5 and tags.n = 'it''s'") == (
+        'metrics.`val loss` != 0.5 and tags.`n` = "it\'s"',
+        True,
+    )
+    assert translate("created >= 1700000000000 and run_id IN ('a1', 'b-2')") == (
+        "attributes.start_time >= 1700000000000 and attributes.run_id IN ('a1', 'b-2')",
+        True,
+    )
+    assert translate("params.x IS NULL and status LIKE 'FIN%'") == (
+        "params.`x` IS NULL and attributes.status LIKE 'FIN%'",
+        True,
+    )
+    # left out, so MLflow returns a superset that trackkit narrows
+    for text in (
+        "params.model IN ('a', 'b')",  # MLflow has IN for run_id only
+        "tags.dev NOT IN ('a')",
+        "attributes.status IN ('FAILED')",
+        "tags.n = 'both '' and \"'",  # both quote kinds: MLflow cannot hold it
+        "params.path = 'C:\\\\'",  # a trailing backslash would escape MLflow's closing quote
+        "metrics.m < 1e999",
+    ):
+        assert translate(text) == ("", False), text
+    assert translate("params.a = 'x' and params.b IN ('y')") == ("params.`a` = 'x'", False)
+
+
+def test_every_translated_table_filter_is_valid_mlflow() -> None:
+    """MLflow's own parser accepts what trackkit sends it for every case of the filter table."""
+    from mlflow.utils.search_utils import SearchUtils
+
+    from trackkit.backends.mlflow import to_mlflow_filter
+    from trackkit.search import parse_filter
+    from trackkit.testing import FILTER_CASES
+
+    sent = 0
+    for case in FILTER_CASES:
+        if case.error is None and case.filter:
+            text = case.filter.replace("{id:", "x{").replace("{start:", "1{")
+            text = re.sub(r"\{[\w-]+\}", "1", text)
+            mlflow_text, _exact = to_mlflow_filter(parse_filter(text))
+            SearchUtils.parse_search_filter(mlflow_text)
+            sent += bool(mlflow_text)
+    assert sent > 40
+
+
+def test_same_millisecond_ties_are_cut_by_name(mlflow_tracker, mlflow_client) -> None:  # type: ignore[no-untyped-def]
+    """MLflow breaks ties of start time by run id, trackkit by name: the cut takes both into
+    account (the backend also fetches every run sharing the last start time of the page)."""
+    experiment = mlflow_client.create_experiment("ties")
+    ids = sorted(mlflow_client.create_run(experiment, start_time=1_000).info.run_id for _ in "abcd")
+    for run_id, name in zip(ids, "dcba", strict=True):  # MLflow's first ids get the last names
+        mlflow_client.update_run(run_id, name=name)
+    mlflow_client.create_run(experiment, run_name="z", start_time=2_000)
+    found = mlflow_tracker.search_runs("ties", max_results=3)
+    assert [r.name for r in found] == ["z", "a", "b"]
+    found = mlflow_tracker.search_runs("ties", filter="attributes.start_time < 1500", max_results=2)
+    assert [r.name for r in found] == ["a", "b"]

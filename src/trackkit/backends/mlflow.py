@@ -9,6 +9,7 @@ aliases, never the deprecated stages.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -26,9 +27,11 @@ from trackkit.backend import Backend, Capabilities, Limits
 from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
 from trackkit.errors import InvalidInput, NotFound
 from trackkit.normalize import value_text
+from trackkit.search import NUMERIC_ATTRIBUTES, Clause
 
 if TYPE_CHECKING:
     from trackkit.entities import Metric, ParamValue
+    from trackkit.search import Query
 
 DEFAULT_DB = "mlflow.db"
 SYSTEM_TAG_PREFIX = "mlflow."
@@ -49,6 +52,67 @@ def _without_password(uri: str) -> str:
 
 def _ms_to_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+# -- search: the parsed filter as MLflow's own filter string ---------------------------------
+#: the most runs MLflow returns in one page of a search
+SEARCH_PAGE = 50_000
+_ENTITY_PREFIX = {"metrics": "metrics", "params": "params", "tags": "tags"}
+_SAFE_ID = re.compile(r"[\w\-]+")
+
+
+def _mlflow_text(value: str) -> str | None:
+    """``value`` as an MLflow string literal (MLflow does not unescape), or None if it cannot be."""
+    if value.endswith("\\"):
+        return None
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def _mlflow_number(value: float) -> str | None:
+    if not math.isfinite(value):
+        return None
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _mlflow_clause(clause: Clause) -> str | None:
+    """MLflow's filter for one clause, or None when MLflow cannot express it exactly."""
+    op, value, key = clause.op, clause.value, clause.key
+    if clause.entity == "attributes":
+        name = f"attributes.{key}"
+        if key in NUMERIC_ATTRIBUTES:
+            number = _mlflow_number(value)
+            return None if number is None else f"{name} {op} {number}"
+        if op in ("IN", "NOT IN"):  # MLflow takes lists for run_id only
+            if key != "run_id" or not all(_SAFE_ID.fullmatch(v) for v in value):
+                return None
+            return f"{name} {op} ({', '.join(repr(v) for v in value)})"
+    elif "`" in key:
+        return None
+    else:
+        name = f"{_ENTITY_PREFIX[clause.entity]}.`{key}`"
+    if op in ("IS NULL", "IS NOT NULL"):
+        return f"{name} {op}"
+    if clause.entity == "metrics":
+        number = _mlflow_number(value)
+        return None if number is None else f"{name} {op} {number}"
+    if op in ("IN", "NOT IN"):  # MLflow has no IN on params and tags
+        return None
+    text = _mlflow_text(value)
+    return None if text is None else f"{name} {op} {text}"
+
+
+def to_mlflow_filter(clauses: Sequence[Clause]) -> tuple[str, bool]:
+    """MLflow's filter string for ``clauses``, and whether it is exact.
+
+    A clause MLflow cannot express (IN on params or tags, a value holding both quote kinds) is
+    left out, so MLflow returns a superset that the core narrows.
+    """
+    parts = [_mlflow_clause(c) for c in clauses]
+    return " and ".join(p for p in parts if p is not None), None not in parts
 
 
 def _skops_types(model: Any) -> list[str] | None:
@@ -302,27 +366,40 @@ class MLflowBackend(Backend):
         with self._mapped(f"run {run_id!r}"):
             return self._run_info(self.client.get_run(run_id))
 
-    def search_runs(
-        self,
-        experiments: Sequence[str],
-        filter: str | None,
-        order_by: Sequence[str] | None,
-        max_results: int,
-    ) -> list[RunInfo]:
+    def search_runs(self, query: Query) -> list[RunInfo]:
         ids = []
-        for name in experiments:
+        for name in query.experiments:
             found = self.client.get_experiment_by_name(name)
             if found is None:
                 raise NotFound(f"no MLflow experiment named {name!r}")
             ids.append(found.experiment_id)
-        with self._mapped("search_runs"):
-            runs = self.client.search_runs(
-                ids,
-                filter_string=filter or "",
-                max_results=max_results,
-                order_by=list(order_by) if order_by else None,
-            )
+        text, exact = to_mlflow_filter(query.clauses)
+        if exact and not query.orders:
+            # MLflow's order (newest first) is the core's except among runs that started in
+            # the same millisecond: the first page, and every run sharing its last start time
+            runs = self._search_page(ids, text, query.max_results, None)
+            if len(runs) == query.max_results and runs[-1].info.start_time is not None:
+                same = f"attributes.start_time = {runs[-1].info.start_time}"
+                runs += self._search_all(ids, f"{text} and {same}" if text else same)
+        else:  # the core sorts, or checks clauses MLflow cannot: every candidate
+            runs = self._search_all(ids, text)
         return [self._run_info(r) for r in runs]
+
+    def _search_page(self, ids: list[str], text: str, size: int, token: str | None) -> Any:
+        with self._mapped("search_runs"):
+            return self.client.search_runs(
+                ids, filter_string=text, max_results=size, page_token=token
+            )
+
+    def _search_all(self, ids: list[str], text: str) -> list[Any]:
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self._search_page(ids, text, SEARCH_PAGE, token)
+            found += page
+            token = page.token
+            if not token:
+                return found
 
     # -- models -------------------------------------------------------------------------------
     def _flavor_module(self, flavor: str) -> Any:
