@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import math
-import operator
 import os
 import re
 import sys
@@ -34,9 +33,11 @@ from trackkit.backend import Backend, Capabilities, Limits
 from trackkit.entities import ModelVersion, RunHandle, RunInfo
 from trackkit.errors import InvalidInput, NotFound, TrackkitError
 from trackkit.normalize import TRUNCATION_MARKER, value_text
+from trackkit.search import Clause
 
 if TYPE_CHECKING:
     from trackkit.entities import Metric, ParamValue
+    from trackkit.search import Query
 
 MODES = ("offline", "debug", "async", "sync")
 SERVER_MODES = ("async", "sync")
@@ -171,10 +172,6 @@ def _atom_text(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     return value_text(value)
-
-
-def _ms(value: datetime | None) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
 
 
 # -- a run's fields, read back from the client or from offline logs ------------------------------
@@ -376,212 +373,7 @@ def _restore_long_values(
                 values[key] = local.read_text(encoding="utf-8")
 
 
-# -- filters: MLflow's syntax, evaluated here or translated to Neptune's query language --------
-@dataclass(frozen=True)
-class Condition:
-    """One ``<kind>.<key> <op> <value>`` clause of an MLflow-style filter."""
-
-    kind: str  # "metric", "param", "tag" or "attribute"
-    key: str
-    op: str  # =, !=, <, <=, >, >=, LIKE, ILIKE, IN, NOT IN
-    value: Any  # float for metrics, str, or a tuple of str for IN
-
-
-_KINDS = {
-    "metric": "metric", "metrics": "metric",
-    "param": "param", "params": "param", "parameter": "param", "parameters": "param",
-    "tag": "tag", "tags": "tag",
-    "attribute": "attribute", "attributes": "attribute", "attr": "attribute", "run": "attribute",
-}  # fmt: skip
-_ATTRIBUTES = {"status", "run_name", "run_id", "start_time", "end_time", "experiment"}
-_TOKEN = re.compile(
-    r"""\s*(?:
-    (?P<ident>[A-Za-z_]+\.(?:`[^`]*`|"[^"]*"|[\w.\-/:@]+))
-    |(?P<bare>[A-Za-z_]\w*)
-    |(?P<op><=|>=|!=|<>|=|<|>)
-    |(?P<string>'(?:[^']|'')*'|"[^"]*")
-    |(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
-    |(?P<punct>[(),])
-    )""",
-    re.VERBOSE,
-)
-
-
-def _tokens(text: str) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    position = 0
-    while position < len(text):
-        if not text[position:].strip():
-            break
-        match = _TOKEN.match(text, position)
-        if match is None or match.end() == position:
-            raise InvalidInput(f"cannot read the filter {text!r} at {text[position:][:20]!r}")
-        kind = match.lastgroup or ""
-        found.append((kind, match[kind]))
-        position = match.end()
-    return found
-
-
-def _unquote(text: str) -> str:
-    if text[:1] == "'" and text[-1:] == "'":
-        return text[1:-1].replace("''", "'")
-    if text[:1] in ('"', "`") and text[-1:] == text[:1]:
-        return text[1:-1]
-    return text
-
-
-def parse_filter(text: str | None) -> list[Condition]:
-    """Parse an MLflow-style filter (``metrics.rmse < 7 and params.model = 'lasso'``).
-
-    Raises:
-        InvalidInput: the filter cannot be read (the message says where).
-    """
-    if not text or not text.strip():
-        return []
-    tokens = _tokens(text)
-    conditions: list[Condition] = []
-    i = 0
-
-    def take() -> tuple[str, str]:
-        nonlocal i
-        if i >= len(tokens):
-            raise InvalidInput(f"the filter {text!r} ends too early")
-        i += 1
-        return tokens[i - 1]
-
-    while True:
-        kind, ident = take()
-        if kind == "bare" and ident.lower() in _ATTRIBUTES:
-            entity, key = "attribute", ident.lower()
-        elif kind == "ident":
-            prefix, _, rest = ident.partition(".")
-            entity = _KINDS.get(prefix.lower(), "")
-            key = _unquote(rest)
-            if not entity:
-                raise InvalidInput(
-                    f"filter: unknown entity {prefix!r} (use metrics., params., tags. or attributes.)"
-                )
-        else:
-            raise InvalidInput(f"filter: expected a name such as metrics.rmse, got {ident!r}")
-        kind, op = take()
-        if kind == "bare" and op.upper() == "NOT":
-            kind, word = take()
-            op = f"NOT {word.upper()}"
-        elif kind == "bare":
-            op = op.upper()
-        op = "!=" if op == "<>" else op
-        if op not in ("=", "!=", "<", "<=", ">", ">=", "LIKE", "ILIKE", "IN", "NOT IN"):
-            raise InvalidInput(f"filter: unknown comparison {op!r}")
-        value: Any
-        if op in ("IN", "NOT IN"):
-            if take() != ("punct", "("):
-                raise InvalidInput(f"filter: {op} needs a parenthesised list of strings")
-            items = []
-            while True:
-                kind, item = take()
-                if kind != "string":
-                    raise InvalidInput(f"filter: {op} takes quoted strings, got {item!r}")
-                items.append(_unquote(item))
-                kind, punct = take()
-                if punct == ")":
-                    break
-                if punct != ",":
-                    raise InvalidInput(f"filter: expected ',' or ')' in {op} (...)")
-            value = tuple(items)
-        else:
-            kind, raw = take()
-            if kind == "number":
-                value = float(raw)
-            elif kind == "string":
-                value = _unquote(raw)
-            else:
-                raise InvalidInput(f"filter: expected a number or a quoted string, got {raw!r}")
-        if entity == "metric" or (entity == "attribute" and key in ("start_time", "end_time")):
-            if not isinstance(value, float) or op not in ("=", "!=", "<", "<=", ">", ">="):
-                raise InvalidInput(f"filter: {entity} {key!r} compares with a number")
-        elif isinstance(value, float):
-            raise InvalidInput(f"filter: {entity} {key!r} compares with a quoted string")
-        elif op in ("<", "<=", ">", ">="):
-            raise InvalidInput(f"filter: {entity} {key!r} takes =, !=, LIKE, ILIKE, IN, NOT IN")
-        conditions.append(Condition(entity, key, op, value))
-        if i == len(tokens):
-            return conditions
-        kind, word = take()
-        if kind != "bare" or word.upper() != "AND":
-            raise InvalidInput(f"filter: clauses are joined with AND, got {word!r}")
-
-
-def _like(pattern: str, text: str, flags: int = 0) -> bool:
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, text, flags | re.DOTALL) is not None
-
-
-def _field(info: RunInfo, kind: str, key: str) -> Any:
-    if kind == "metric":
-        return info.metrics.get(key)
-    if kind == "param":
-        return info.params.get(key)
-    if kind == "tag":
-        return info.tags.get(key)
-    return {
-        "status": info.status,
-        "run_name": info.name,
-        "run_id": info.id,
-        "experiment": info.experiment,
-        "start_time": _ms(info.start_time),
-        "end_time": _ms(info.end_time),
-    }.get(key)
-
-
-_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "=": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-
-def matches(info: RunInfo, conditions: Sequence[Condition]) -> bool:
-    """Whether a run passes every condition (MLflow's semantics: a missing value never does)."""
-    for c in conditions:
-        have = _field(info, c.kind, c.key)
-        if have is None:
-            return False
-        if c.op in ("IN", "NOT IN"):
-            if (have in c.value) != (c.op == "IN"):
-                return False
-        elif c.op in ("LIKE", "ILIKE"):
-            if not _like(c.value, str(have), re.IGNORECASE if c.op == "ILIKE" else 0):
-                return False
-        else:
-            if not _COMPARE[c.op](have, c.value):
-                return False
-    return True
-
-
-def sort_runs(runs: list[RunInfo], order_by: Sequence[str] | None) -> list[RunInfo]:
-    """Order runs as MLflow does: by each ``<name> [ASC|DESC]``, then newest first."""
-    ordered = sorted(runs, key=lambda r: (_ms(r.start_time) or 0, r.id), reverse=True)
-    for clause in reversed(list(order_by or [])):
-        words = clause.strip().split()
-        direction = "ASC"
-        if len(words) > 1 and words[-1].upper() in ("ASC", "DESC"):
-            direction = words.pop().upper()
-        name = " ".join(words)
-        kind, _, key = name.partition(".")
-        entity = _KINDS.get(kind.lower()) if key else "attribute"
-        key = _unquote(key) if key else name.lower()
-        if entity is None or (entity == "attribute" and key not in _ATTRIBUTES):
-            raise InvalidInput(f"cannot order by {clause!r}")
-        present = [r for r in ordered if _field(r, entity, key) is not None]
-        missing = [r for r in ordered if _field(r, entity, key) is None]
-        present.sort(key=lambda r: _field(r, entity, key), reverse=direction == "DESC")
-        ordered = present + missing  # runs without the value come last, as in MLflow
-    return ordered
-
-
+# -- search: the parsed filter (trackkit.search) translated into Neptune's query language -----
 def _nql_string(value: str) -> str | None:
     return None if '"' in value or "\\" in value else f'"{value}"'
 
@@ -608,25 +400,27 @@ def _nql_param_equals(path: str, text: str) -> str | None:
     return options[0] if len(options) == 1 else "(" + " OR ".join(options) + ")"
 
 
-def _nql_condition(c: Condition) -> str | None:
-    """The Neptune query for one condition, or None when only trackkit can evaluate it."""
+def _nql_condition(c: Clause) -> str | None:
+    """The Neptune query for one clause, or None when only the core can evaluate it."""
     if "`" in c.key:
         return None
-    if c.kind == "metric":
+    if c.entity == "metrics":
+        if not math.isfinite(c.value):
+            return None
         return (
             f"(last(`{METRICS}/{default_path(c.key)}`:floatSeries) {c.op} {_nql_number(c.value)})"
         )
-    if c.kind == "attribute":
-        fields = {"status": F_STATUS, "run_name": "sys/name", "experiment": F_EXPERIMENT}
+    if c.entity == "attributes":
+        fields = {"status": F_STATUS, "run_name": "sys/name"}
         path = fields.get(c.key)
         if path is None:
             return None
         kind, key = "string-field", path
     else:
-        kind, key = c.kind, f"{PARAMS if c.kind == 'param' else TAGS}/{default_path(c.key)}"
+        kind, key = c.entity, f"{PARAMS if c.entity == 'params' else TAGS}/{default_path(c.key)}"
     values = c.value if c.op in ("IN",) else (c.value,) if c.op in ("=",) else None
     if values is not None:
-        if kind == "param":
+        if kind == "params":
             options = [_nql_param_equals(key, v) for v in values]
         else:
             options = [
@@ -637,17 +431,17 @@ def _nql_condition(c: Condition) -> str | None:
         return (
             options[0] if len(options) == 1 else "(" + " OR ".join(o or "" for o in options) + ")"
         )
-    if c.op == "LIKE" and kind != "param":
+    if c.op == "LIKE" and kind != "params":
         inner = c.value[1:-1] if len(c.value) >= 2 and c.value[0] == c.value[-1] == "%" else None
         if inner and not re.search(r"[%_]", inner) and (q := _nql_string(inner)) is not None:
             return f"(`{key}`:string CONTAINS {q})"
     return None
 
 
-def to_nql(conditions: Sequence[Condition], experiments: Sequence[str]) -> tuple[str, bool]:
-    """Neptune's query for ``conditions`` in ``experiments``, and whether it is exact.
+def to_nql(clauses: Sequence[Clause], experiments: Sequence[str]) -> tuple[str, bool]:
+    """Neptune's query for ``clauses`` in ``experiments``, and whether it is exact.
 
-    Clauses Neptune's query language cannot express are left to trackkit, which evaluates the
+    Clauses Neptune's query language cannot express are left to the core, which evaluates the
     whole filter again on what the server returns; the query then only narrows the search.
     """
     parts: list[str] = []
@@ -656,7 +450,7 @@ def to_nql(conditions: Sequence[Condition], experiments: Sequence[str]) -> tuple
         options = [f"(`{F_EXPERIMENT}`:string = {q})" for q in quoted]
         parts.append(options[0] if len(options) == 1 else "(" + " OR ".join(options) + ")")
     exact = len(parts) == 1
-    for c in conditions:
+    for c in clauses:
         translated = _nql_condition(c)
         if translated is None:
             exact = False
@@ -1328,17 +1122,9 @@ class NeptuneBackend(Backend):
     def get_run(self, run_id: str) -> RunInfo:
         return self._view(run_id).info()
 
-    def search_runs(
-        self,
-        experiments: Sequence[str],
-        filter: str | None,
-        order_by: Sequence[str] | None,
-        max_results: int,
-    ) -> list[RunInfo]:
-        conditions = parse_filter(filter)
-        sort_runs([], order_by)  # checks the clauses before any work
+    def search_runs(self, query: Query) -> list[RunInfo]:
         if self.mode in SERVER_MODES:
-            infos = self._search_server(experiments, conditions, order_by, max_results)
+            infos = self._search_server(query)
         elif self.mode == "offline":
             infos = [run_view(d).info() for d in self._offline_data()]
         else:
@@ -1348,23 +1134,17 @@ class NeptuneBackend(Backend):
             for state in states:
                 with state.lock:
                     infos.append(run_view(self._object_data(state.obj, state.id)).info())
-        wanted = set(experiments)
-        found = [i for i in infos if i.experiment in wanted and matches(i, conditions)]
-        return sort_runs(found, order_by)[:max_results]
+        wanted = set(query.experiments)
+        return [info for info in infos if info.experiment in wanted]
 
-    def _search_server(
-        self,
-        experiments: Sequence[str],
-        conditions: Sequence[Condition],
-        order_by: Sequence[str] | None,
-        max_results: int,
-    ) -> list[RunInfo]:
-        query, exact = to_nql(conditions, experiments)
-        limit = max_results if exact and not order_by else None
+    def _search_server(self, query: Query) -> list[RunInfo]:
+        """Every run the NQL pre-filter lets through, uncut: the server orders runs by
+        ``sys/creation_time`` (a synced offline run's is its upload), not as the core does."""
+        nql, _exact = to_nql(query.clauses, query.experiments)
         with self._sdk("search runs"):
             table = self._project().fetch_runs_table(
-                query=query or None,
-                limit=limit,
+                query=nql or None,
+                limit=None,
                 sort_by="sys/creation_time",
                 ascending=False,
                 progress_bar=False,
