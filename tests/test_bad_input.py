@@ -1,13 +1,13 @@
 """Bad input never vanishes: it is normalized in a documented way or rejected with InvalidInput.
 
 Everything written is read back through MLflow's own client (never only through trackkit), and
-the caller's objects are checked to be left exactly as they were.
+the caller's objects are checked to be left exactly as they were. The cases are shared with
+tests/test_normalize_core.py (tests/bad_input_cases.py), which runs them without any SDK.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import json
 import math
 import re
@@ -21,6 +21,42 @@ import numpy as np
 import pytest
 
 import trackkit
+from bad_input_cases import (
+    AFTER_END,
+    BAD_ALIASES,
+    BAD_DICT_FILES,
+    BAD_KEYS,
+    BAD_MODEL_NAMES,
+    BAD_STATUSES,
+    BAD_STEPS,
+    BAD_TIMESTAMPS,
+    BAD_VERSIONS,
+    CALLER_PARAMS_TEXT,
+    CALLER_TAGS_TEXT,
+    COLLECTION_PARAMS_TEXT,
+    CYCLE_PROBE,
+    DATETIME_TIMESTAMP,
+    ESCAPING_ARTIFACT_PATHS,
+    FAILING_PARAM_BATCHES,
+    FLATTENED_PARAMS,
+    KEY_LENGTH,
+    LOGGERS,
+    LONG_TEXT,
+    NAN_VALUES,
+    NESTED_PARAM,
+    NESTED_PARAMS,
+    NON_NUMERIC_METRICS,
+    NON_STR_TEXTS,
+    NUMPY_PARAMS_TEXT,
+    RENAMED_KEYS,
+    VALUES_WITHOUT_TEXT,
+    caller_metrics,
+    caller_params,
+    caller_tags,
+    collection_params,
+    numpy_params,
+    self_containing,
+)
 from trackkit import InvalidInput, TrackkitError, TrackkitWarning, UnknownBackendError
 from trackkit._secrets import MASK, redact
 from trackkit.normalize import LONG_VALUES_DIR, TRUNCATION_MARKER
@@ -62,13 +98,6 @@ def _assert_nothing_logged(client: Any, run_id: str) -> None:
     assert _artifacts(client, run_id) == []
 
 
-LOGGERS = {
-    "param": lambda run, key, value: run.log_param(key, value),
-    "metric": lambda run, key, value: run.log_metric(key, value),
-    "tag": lambda run, key, value: run.set_tag(key, value),
-}
-
-
 def _fitted_pipeline() -> Any:
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model import LinearRegression
@@ -89,8 +118,8 @@ def _registered(tracker: trackkit.Tracker, name: str = "m") -> Any:
 # -- metric values ------------------------------------------------------------------------------
 def test_nan_metric_is_kept(mlflow_tracker, mlflow_client):
     with mlflow_tracker.start_run(experiment="e") as run:
-        run.log_metric("loss", float("nan"))
-        run.log_metric("loss", np.float64("nan"))
+        for nan in NAN_VALUES:
+            run.log_metric("loss", nan)
     history = _history(mlflow_client, run.id, "loss")
     assert [step for step, _ in history] == [0, 1]
     assert all(math.isnan(value) for _, value in history)
@@ -106,19 +135,7 @@ def test_infinite_metric_reaches_mlflow_with_its_sign(mlflow_tracker, mlflow_cli
     assert value == sign * math.inf or value == sign * MAX_FLOAT
 
 
-@pytest.mark.parametrize(
-    ("value", "shown"),
-    [
-        ("0.5", "str '0.5'"),
-        (None, "NoneType None"),
-        ([0.5], "list [0.5]"),
-        (1 + 2j, "complex (1+2j)"),
-        (b"1", "bytes b'1'"),
-        (np.array([1.0, 2.0]), "ndarray"),
-        (10**400, "too large for a float"),
-    ],
-    ids=["str", "None", "list", "complex", "bytes", "array", "huge-int"],
-)
+@pytest.mark.parametrize(("value", "shown"), NON_NUMERIC_METRICS)
 def test_non_numeric_metric_is_rejected(mlflow_tracker, mlflow_client, value, shown):
     with mlflow_tracker.start_run(experiment="e") as run:
         with pytest.raises(InvalidInput, match=rf"'acc'.*{re.escape(shown)}"):
@@ -151,20 +168,7 @@ def test_numpy_scalar_metrics_and_steps_are_converted(mlflow_tracker, mlflow_cli
 
 
 # -- steps and timestamps -----------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("step", "shown"),
-    [
-        (-1, "-1"),
-        (2.5, "2.5"),
-        (True, "True"),
-        ("3", "'3'"),
-        (float("nan"), "nan"),
-        (float("inf"), "inf"),
-        (2**63, str(2**63)),
-        ([1], "[1]"),
-    ],
-    ids=["negative", "fraction", "bool", "str", "nan", "inf", "too-big", "list"],
-)
+@pytest.mark.parametrize(("step", "shown"), BAD_STEPS)
 def test_bad_step_is_rejected(mlflow_tracker, mlflow_client, step, shown):
     with mlflow_tracker.start_run(experiment="e") as run:
         with pytest.raises(InvalidInput, match=rf"step of metric 'loss'.*{re.escape(shown)}"):
@@ -183,17 +187,7 @@ def test_integral_float_step_becomes_int(mlflow_tracker, mlflow_client):
     assert all(type(step) is int for step, _ in history)
 
 
-@pytest.mark.parametrize(
-    ("timestamp", "shown"),
-    [
-        (1.7e12, "1700000000000.0"),
-        (-1, "-1"),
-        (True, "True"),
-        ("2024-01-01", "'2024-01-01'"),
-        (dt.date(2024, 1, 1), "datetime.date(2024, 1, 1)"),
-    ],
-    ids=["float", "negative", "bool", "str", "date"],
-)
+@pytest.mark.parametrize(("timestamp", "shown"), BAD_TIMESTAMPS)
 def test_bad_timestamp_is_rejected(mlflow_tracker, mlflow_client, timestamp, shown):
     pattern = rf"timestamp of metric 'loss'.*{re.escape(shown)}"
     with (
@@ -205,14 +199,14 @@ def test_bad_timestamp_is_rejected(mlflow_tracker, mlflow_client, timestamp, sho
 
 
 def test_datetime_and_int_millisecond_timestamps_are_accepted(mlflow_tracker, mlflow_client):
-    when = dt.datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
+    when, when_ms = DATETIME_TIMESTAMP
     with mlflow_tracker.start_run(experiment="e") as run:
         run.log_metric("loss", 1.0, timestamp=when)
         run.log_metric("loss", 2.0, timestamp=1_700_000_000_123)
         run.log_metrics({"acc": 0.5}, timestamp=np.int64(1_700_000_000_456))
     points = sorted(mlflow_client.get_metric_history(run.id, "loss"), key=lambda p: p.step)
     assert [(p.step, p.value, p.timestamp) for p in points] == [
-        (0, 1.0, 1_704_164_645_678),
+        (0, 1.0, when_ms),
         (1, 2.0, 1_700_000_000_123),
     ]
     assert [p.timestamp for p in mlflow_client.get_metric_history(run.id, "acc")] == [
@@ -221,10 +215,7 @@ def test_datetime_and_int_millisecond_timestamps_are_accepted(mlflow_tracker, ml
 
 
 # -- keys ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("key", "stored"),
-    [("a@b", "a_b"), ("x:y", "x_y"), ("loss[0]", "loss_0_")],
-)
+@pytest.mark.parametrize(("key", "stored"), RENAMED_KEYS)
 def test_illegal_key_characters_are_renamed_and_reported(
     mlflow_tracker, mlflow_client, tmp_path, key, stored
 ):
@@ -270,31 +261,16 @@ def test_keys_collapsing_to_one_name_are_rejected(mlflow_tracker, mlflow_client,
 
 @pytest.mark.parametrize("kind", sorted(LOGGERS))
 def test_key_length_limit(mlflow_tracker, mlflow_client, kind):
-    longest, too_long = "k" * 250, "k" * 251
+    longest, too_long = "k" * KEY_LENGTH, "k" * (KEY_LENGTH + 1)
     with mlflow_tracker.start_run(experiment="e") as run:
-        with pytest.raises(InvalidInput, match=r"is 251 characters.*allows 250"):
+        with pytest.raises(
+            InvalidInput, match=rf"is {KEY_LENGTH + 1} characters.*allows {KEY_LENGTH}"
+        ):
             LOGGERS[kind](run, too_long, 1)
         LOGGERS[kind](run, longest, 1)  # exactly at the limit is fine
     params, metrics, tags = _user_data(mlflow_client, run.id)
     stored = {"param": params, "metric": metrics, "tag": tags}[kind]
     assert list(stored) == [longest]
-
-
-BAD_KEYS = [
-    pytest.param("", "empty or blank", id="empty"),
-    pytest.param("   ", "empty or blank", id="spaces"),
-    pytest.param("\t\n", "empty or blank", id="whitespace"),
-    pytest.param(None, "NoneType None", id="None"),
-    pytest.param(("a", "b"), "tuple ('a', 'b')", id="tuple"),
-    pytest.param(True, "bool True", id="bool"),
-    pytest.param(1.5, "float 1.5", id="float"),
-    pytest.param("a//b", "not a clean relative path", id="double-slash"),
-    pytest.param("/a", "not a clean relative path", id="leading-slash"),
-    pytest.param("a/../b", "not a clean relative path", id="dotdot"),
-    pytest.param("./x", "not a clean relative path", id="dot-slash"),
-    pytest.param("a/", "not a clean relative path", id="trailing-slash"),
-    pytest.param("..", "not a clean relative path", id="parent"),
-]
 
 
 @pytest.mark.parametrize("kind", sorted(LOGGERS))
@@ -355,18 +331,9 @@ def test_long_tag_value_is_truncated_and_kept_whole(mlflow_tracker, mlflow_clien
 
 def test_nested_params_are_flattened_with_dots(mlflow_tracker, mlflow_client):
     with mlflow_tracker.start_run(experiment="e") as run:
-        run.log_params(
-            {"model": {"alpha": 0.1, "net": {"depth": 3, "act": "relu"}}, "opt": "adam", "x": {}}
-        )
-        run.log_param("data", {"split": {"seed": 42}})
-    assert mlflow_client.get_run(run.id).data.params == {
-        "model.alpha": "0.1",
-        "model.net.depth": "3",
-        "model.net.act": "relu",
-        "opt": "adam",
-        "x": "{}",
-        "data.split.seed": "42",
-    }
+        run.log_params(NESTED_PARAMS)
+        run.log_param(*NESTED_PARAM)
+    assert mlflow_client.get_run(run.id).data.params == FLATTENED_PARAMS
 
 
 def test_same_key_spelled_twice_once_flattened_is_rejected(mlflow_tracker, mlflow_client):
@@ -378,46 +345,16 @@ def test_same_key_spelled_twice_once_flattened_is_rejected(mlflow_tracker, mlflo
     _assert_nothing_logged(mlflow_client, run.id)
 
 
-# Run first in a child process with a memory cap and a timeout: a regression here is an endless,
-# memory-eating loop that must not take the test process (or the machine) down with it.
-_CYCLE_PROBE = """
-import resource
-resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-from trackkit import normalize
-from trackkit.errors import InvalidInput
-d = {"lr": 0.1}
-d["inner"] = {"again": d}
-items = [1, 2]
-items.append(items)
-for call in (lambda: normalize.flatten({"cfg": d}), lambda: normalize.param_value("cfg", items)):
-    try:
-        call()
-    except InvalidInput:
-        continue
-    raise SystemExit("accepted a self-containing value")
-"""
-
-
-def _self_containing(make: str) -> tuple[dict[str, Any], str]:
-    if make == "dict":
-        bad: Any = {"lr": 0.1}
-        bad["inner"] = {"again": bad}
-        return {"ok": 1, "cfg": bad}, r"'cfg\.inner\.again' contains itself"
-    bad = [1, 2]
-    bad.append(bad)
-    return {"ok": 1, "cfg": bad}, r"'cfg'.*list contains itself"
-
-
 @pytest.mark.parametrize("make", ["dict", "list"])
 def test_self_containing_value_is_rejected_not_looped_on(mlflow_tracker, mlflow_client, make):
     try:
         probe = subprocess.run(
-            [sys.executable, "-c", _CYCLE_PROBE], capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", CYCLE_PROBE], capture_output=True, text=True, timeout=60
         )
     except subprocess.TimeoutExpired:
         pytest.fail("normalizing a self-containing value never returned")
     assert probe.returncode == 0, probe.stderr[-2000:]
-    params, pattern = _self_containing(make)
+    params, pattern = self_containing(make)
     with (
         mlflow_tracker.start_run(experiment="e") as run,
         pytest.raises(InvalidInput, match=pattern),
@@ -428,67 +365,21 @@ def test_self_containing_value_is_rejected_not_looped_on(mlflow_tracker, mlflow_
 
 def test_numpy_scalar_params_are_converted(mlflow_tracker, mlflow_client):
     with mlflow_tracker.start_run(experiment="e") as run:
-        run.log_params(
-            {
-                "f32": np.float32(0.5),
-                "f32_inexact": np.float32(0.1),
-                "i64": np.int64(-7),
-                "flag": np.bool_(True),
-                "arr": np.array([1, 2]),
-            }
-        )
+        run.log_params(numpy_params())
         run.set_tag("t", np.int64(3))
-    assert mlflow_client.get_run(run.id).data.params == {
-        "f32": "0.5",
-        "f32_inexact": str(float(np.float32(0.1))),  # the float32's exact value, not '0.1'
-        "i64": "-7",
-        "flag": "True",
-        "arr": "[1, 2]",
-    }
+    assert mlflow_client.get_run(run.id).data.params == NUMPY_PARAMS_TEXT
     assert _user_tags(mlflow_client, run.id) == {"t": "3"}
 
 
 def test_collection_and_none_params_become_text(mlflow_tracker, mlflow_client):
     with mlflow_tracker.start_run(experiment="e") as run:
-        run.log_params(
-            {
-                "list": [1, "a", None, 2.5],
-                "tuple": (64, 32),
-                "set": {3, 1, 2},
-                "frozen": frozenset({"b", "a"}),
-                "nested": [{"k": (1, 2)}],
-                "none": None,
-                "path": Path("data/train.csv"),
-            }
-        )
+        run.log_params(collection_params())
         run.set_tag("none", None)
-    assert mlflow_client.get_run(run.id).data.params == {
-        "list": '[1, "a", null, 2.5]',
-        "tuple": "[64, 32]",
-        "set": "[1, 2, 3]",
-        "frozen": '["a", "b"]',
-        "nested": '[{"k": [1, 2]}]',
-        "none": "None",
-        "path": "data/train.csv",
-    }
+    assert mlflow_client.get_run(run.id).data.params == COLLECTION_PARAMS_TEXT
     assert _user_tags(mlflow_client, run.id) == {"none": "None"}
 
 
-class _Opaque:
-    pass
-
-
-@pytest.mark.parametrize(
-    ("value", "shown"),
-    [
-        (object(), "builtins.object"),
-        (_Opaque(), "_Opaque"),
-        (b"raw", "builtins.bytes"),
-        (1 + 1j, "builtins.complex"),
-        ([1, object()], "object cannot be written as JSON"),
-    ],
-    ids=["object", "custom", "bytes", "complex", "list-of-object"],
-)
+@pytest.mark.parametrize(("value", "shown"), VALUES_WITHOUT_TEXT)
 @pytest.mark.parametrize("kind", ["param", "tag"])
 def test_value_without_faithful_text_is_rejected(mlflow_tracker, mlflow_client, kind, value, shown):
     with (
@@ -521,16 +412,7 @@ def test_same_param_value_twice_is_fine(mlflow_tracker, mlflow_client):
     assert mlflow_client.get_run(run.id).data.params == {"lr": "0.1", "model.depth": "3"}
 
 
-@pytest.mark.parametrize(
-    ("batch", "shown"),
-    [
-        ({"good": 1, "nested": {"ok": 2}, "long": "z" * 7000, "bad": object()}, "'bad'"),
-        ({"good": 1, "": 2}, "''"),
-        ({"good": 1, "lr": 0.2}, "param 'lr' is already"),
-        ({"good": 1, "k" * 251: 2}, "251 characters"),
-    ],
-    ids=["bad-value", "bad-key", "conflict", "long-key"],
-)
+@pytest.mark.parametrize(("batch", "shown"), FAILING_PARAM_BATCHES)
 def test_failing_log_params_logs_nothing_of_that_call(mlflow_tracker, mlflow_client, batch, shown):
     with mlflow_tracker.start_run(experiment="e") as run:
         run.log_param("lr", 0.1)
@@ -573,7 +455,7 @@ def test_missing_artifact_file_is_rejected(mlflow_tracker, mlflow_client):
     assert _artifacts(mlflow_client, run.id) == []
 
 
-@pytest.mark.parametrize("where", ["../x", "/abs", "a/../../b", "..", "\\abs"])
+@pytest.mark.parametrize("where", ESCAPING_ARTIFACT_PATHS)
 def test_artifact_path_escaping_the_run_is_rejected(mlflow_tracker, mlflow_client, tmp_path, where):
     local = tmp_path / "f.txt"
     local.write_text("data")
@@ -590,7 +472,7 @@ def test_artifact_path_escaping_the_run_is_rejected(mlflow_tracker, mlflow_clien
     assert not Path("/abs").exists()
 
 
-@pytest.mark.parametrize("file", ["data.txt", "data", "data.jsonl", "dir/"])
+@pytest.mark.parametrize("file", BAD_DICT_FILES)
 def test_log_dict_with_unsupported_file_name(mlflow_tracker, mlflow_client, file):
     with mlflow_tracker.start_run(experiment="e") as run:
         with pytest.raises(InvalidInput, match=re.escape(repr(file))):
@@ -601,7 +483,7 @@ def test_log_dict_with_unsupported_file_name(mlflow_tracker, mlflow_client, file
     assert _artifacts(mlflow_client, run.id) == ["ok.json"]
 
 
-@pytest.mark.parametrize(("text", "shown"), [(b"bytes", "bytes"), (12, "int"), (None, "NoneType")])
+@pytest.mark.parametrize(("text", "shown"), NON_STR_TEXTS)
 def test_log_text_with_non_str(mlflow_tracker, mlflow_client, text, shown):
     with (
         mlflow_tracker.start_run(experiment="e") as run,
@@ -623,9 +505,6 @@ def test_log_model_of_unsupported_object_lists_flavors(mlflow_tracker, mlflow_cl
     assert _artifacts(mlflow_client, run.id) == []
 
 
-BAD_ALIASES = ["latest", "LATEST", "v1", "V2", "v10", "bad alias", "a/b", "", "ok\n", "x@y", None]
-
-
 def test_reserved_and_invalid_alias_names_are_rejected(mlflow_tracker, mlflow_client):
     _registered(mlflow_tracker)
     for bad in BAD_ALIASES:
@@ -639,9 +518,6 @@ def test_reserved_and_invalid_alias_names_are_rejected(mlflow_tracker, mlflow_cl
     mlflow_tracker.set_model_alias("m", "champion-2", 1)  # a valid alias does work
     aliases = mlflow_client.get_registered_model("m").aliases
     assert {k: str(v) for k, v in aliases.items()} == {"champion-2": "1"}
-
-
-BAD_MODEL_NAMES = ["a/b", "x@y", "a:b", "it's", "", "   ", None, "n" * 256]
 
 
 def test_bad_model_names_are_rejected(mlflow_tracker, mlflow_client):
@@ -658,9 +534,6 @@ def test_bad_model_names_are_rejected(mlflow_tracker, mlflow_client):
     names = [m.name for m in mlflow_client.search_registered_models()]
     assert names == ["m"]
     assert [str(v.version) for v in mlflow_client.search_model_versions("name = 'm'")] == ["1"]
-
-
-BAD_VERSIONS = [0, -1, "abc", True, False, 1.0, "1.0", "²", " 1", [1]]
 
 
 def test_bad_version_numbers_are_rejected(mlflow_tracker, mlflow_client):
@@ -709,19 +582,6 @@ def test_unknown_backend_option_is_rejected():
     assert not Path("elsewhere.db").exists()
 
 
-AFTER_END = {
-    "log_param": lambda run, f: run.log_param("p", 1),
-    "log_params": lambda run, f: run.log_params({"p": {"q": 1}}),
-    "log_metric": lambda run, f: run.log_metric("m", 1.0),
-    "log_metrics": lambda run, f: run.log_metrics({"m": 1.0}),
-    "set_tag": lambda run, f: run.set_tag("t", "v"),
-    "set_tags": lambda run, f: run.set_tags({"t": "v"}),
-    "log_text": lambda run, f: run.log_text("x", "notes.txt"),
-    "log_dict": lambda run, f: run.log_dict({"a": 1}, "d.json"),
-    "log_artifact": lambda run, f: run.log_artifact(f),
-}
-
-
 @pytest.mark.parametrize("operation", sorted(AFTER_END))
 def test_logging_after_the_run_ended_is_an_error(
     mlflow_tracker, mlflow_client, tmp_path, operation
@@ -736,7 +596,7 @@ def test_logging_after_the_run_ended_is_an_error(
     assert mlflow_client.get_run(run.id).info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("status", ["DONE", "finished", "", None, "RUNNING"])
+@pytest.mark.parametrize("status", BAD_STATUSES)
 def test_invalid_run_status_is_rejected(mlflow_tracker, mlflow_client, status):
     run = mlflow_tracker.start_run(experiment="e")
     run.log_metric("m", 1.0)
@@ -753,12 +613,7 @@ def test_invalid_run_status_is_rejected(mlflow_tracker, mlflow_client, status):
 
 # -- the caller's objects are never mutated ----------------------------------------------------
 def test_log_params_does_not_mutate_the_callers_dict(mlflow_tracker, mlflow_client, tmp_path):
-    params = {
-        "opt": {"lr@1": np.float32(0.5), "notes": "n" * 7000, "layers": [64, 32]},
-        "sizes": {3, 1},
-        "shape": (2, [3, 4]),
-        5: {"deep": {"deeper": None}},
-    }
+    params = caller_params()
     before = copy.deepcopy(params)
     with mlflow_tracker.start_run(experiment="e") as run:
         with pytest.warns(TrackkitWarning, match=r"'opt\.lr@1'.*'opt\.lr_1'"):
@@ -772,24 +627,17 @@ def test_log_params_does_not_mutate_the_callers_dict(mlflow_tracker, mlflow_clie
         assert failing == {"x": [1, 2], "bad": {"obj": opaque}}
     assert params == before
     stored = mlflow_client.get_run(run.id).data.params
-    assert stored["opt.lr_1"] == "0.5"
-    assert stored["opt.layers"] == "[64, 32]"
-    assert stored["sizes"] == "[1, 3]"
-    assert stored["shape"] == "[2, [3, 4]]"
-    assert stored["5.deep.deeper"] == "None"
+    assert {k: stored[k] for k in CALLER_PARAMS_TEXT} == CALLER_PARAMS_TEXT
     assert stored["opt.notes"].startswith("n" * 100)
     assert len(stored["opt.notes"]) == PARAM_LIMIT
     assert (
         _read_artifact(mlflow_client, run.id, f"{LONG_VALUES_DIR}/params/opt.notes.txt", tmp_path)
-        == "n" * 7000
+        == "n" * LONG_TEXT
     )
 
 
 def test_log_metrics_does_not_mutate_the_callers_dict(mlflow_tracker, mlflow_client):
-    metrics = {
-        "train": {"loss@0": np.float32(0.5), "acc": np.float64(0.75)},
-        "val": {"converged": True, 2: float("nan")},
-    }
+    metrics = caller_metrics()
     before = copy.deepcopy(metrics)
     with mlflow_tracker.start_run(experiment="e") as run:
         with pytest.warns(TrackkitWarning, match=r"'train\.loss@0'.*'train\.loss_0'"):
@@ -808,7 +656,7 @@ def test_log_metrics_does_not_mutate_the_callers_dict(mlflow_tracker, mlflow_cli
 
 
 def test_set_tags_does_not_mutate_the_callers_dict(mlflow_tracker, mlflow_client, tmp_path):
-    tags = {"env": {"host:name": "box", "long": "y" * 9000}, "ver": (1, 2), "owner": None}
+    tags = caller_tags()
     before = copy.deepcopy(tags)
     with mlflow_tracker.start_run(experiment="e") as run:
         with pytest.warns(TrackkitWarning, match=r"'env\.host:name'.*'env\.host_name'"):
@@ -817,9 +665,7 @@ def test_set_tags_does_not_mutate_the_callers_dict(mlflow_tracker, mlflow_client
         assert tags == before  # also while the run is open
     assert tags == before
     stored = _user_tags(mlflow_client, run.id)
-    assert stored["env.host_name"] == "box"
-    assert stored["ver"] == "[1, 2]"
-    assert stored["owner"] == "None"
+    assert {k: stored[k] for k in CALLER_TAGS_TEXT} == CALLER_TAGS_TEXT
     assert len(stored["env.long"]) == TAG_LIMIT
     artifact = f"{LONG_VALUES_DIR}/tags/env.long.txt"
     assert _read_artifact(mlflow_client, run.id, artifact, tmp_path) == "y" * 9000
