@@ -1,23 +1,35 @@
-"""Logging cost on W&B offline: trackkit's ``run.log_metric`` against W&B's own ``run.log``.
+"""Logging on W&B offline: trackkit against W&B's own ``run.log``, side by side in one process.
 
-Run:  python benchmarks/bench_wandb.py [--points N]
+Run:  python benchmarks/bench_wandb.py [--steps N] [--rounds K] [--shapes one,ten]
 
-Everything runs in one process in a temporary directory, W&B in offline mode. It prints:
+Two shapes of training loop, each logging ``--steps`` steps on a fresh W&B offline run:
 
-- the per-call cost in the training loop: ``wandb``'s ``run.log({...})`` (plain, and with the
-  per-key x-axis trackkit uses) and trackkit's ``run.log_metric`` (which only queues);
-- end-to-end throughput: points logged until the run's end returned, i.e. until every point
-  reached W&B's transaction log (counted back with ``wandb leet inspect``).
+- **one key** a step: trackkit's ``run.log_metric("loss", v)`` against ``run.log({"loss": v})``;
+- **ten keys** a step: trackkit's ``run.log_metrics({10 keys})`` against ``run.log({10 keys})``.
+
+Each side is timed from its first log call until its run has ended and everything is written:
+native until ``run.finish()`` returned, trackkit until ``run.end()`` returned (it returns once
+the backend finished the W&B run, so every point is in W&B's transaction log). A third side,
+``run.log`` of trackkit's own row shape (each key with its ``<key>:step`` x-axis, see
+docs/wandb.md), shows what W&B itself charges for the rows trackkit writes. Rounds alternate
+the order (native first, then trackkit first), as ``bench_logging.py`` does; the table shows
+medians, the ratio of the medians and every round's ratio. After each trackkit round, W&B's own
+reader (``wandb leet inspect``) checks every point is there and each step is one history row.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import platform
+import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,71 +43,151 @@ FAST: dict[str, Any] = {
     "console": "off",
     "save_code": False,
 }
+SHAPES = {"one": ["loss"], "ten": [f"metric_{i}" for i in range(10)]}
+SIDES = ("native", "native, trackkit's rows", "trackkit")
+GROUP = 100  # log calls timed together (bench_logging.per_call)
 
 
-def history_rows(log: Path, key: str) -> int:
+@dataclass
+class Sample:
+    seconds: float  # first log call until the run ended and was written
+    per_call: float  # median seconds per log call in the training loop
+    cpu: float  # CPU seconds of this process and of wandb-core over the same span
+
+
+def _core_cpu() -> float:
+    """CPU seconds used so far by this process's children (wandb-core); 0 without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _timed(log: Callable[[int], None], end: Callable[[], None], steps: int) -> Sample:
+    gc.collect()  # each side starts from a collected heap
+    cpu = time.process_time() + _core_cpu()
+    start = time.perf_counter()
+    cost = per_call(log, steps, GROUP)
+    end()
+    seconds = time.perf_counter() - start
+    return Sample(seconds, cost, time.process_time() + _core_cpu() - cpu)
+
+
+def history(log: Path) -> list[dict[str, Any]]:
+    """The history rows of one ``.wandb`` file, read with W&B's own reader."""
     from wandb.util import get_core_path
 
     command = [get_core_path(), "leet", "inspect", "--no-observability", "--json"]
     command += ["--run-file", str(log), str(log.parent.parent)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rows = (json.loads(line) for line in out.splitlines())
-    return sum(1 for r in rows if r["type"] == "history" and key in r["history"]["item"])
+    records = (json.loads(line) for line in out.splitlines() if line.strip())
+    return [r["history"]["item"] for r in records if r["type"] == "history"]
+
+
+def native(tmp: str, keys: list[str], steps: int, x_axis: bool) -> Sample:
+    import wandb
+
+    run = wandb.init(project="bench", mode="offline", dir=tmp, reinit="create_new", settings=FAST)
+    if not x_axis:
+        return _timed(lambda i: run.log({k: 1.0 / (i + 1) for k in keys}), run.finish, steps)
+    for key in keys:
+        run.define_metric(f"{key}:step", hidden=True)
+        run.define_metric(key, step_metric=f"{key}:step", step_sync=False)
+    axes = [(key, f"{key}:step") for key in keys]
+
+    def log(i: int) -> None:
+        row: dict[str, Any] = {"_timestamp": time.time()}
+        for key, axis in axes:
+            row[key] = 1.0 / (i + 1)
+            row[axis] = i
+        run.log(row)
+
+    return _timed(log, run.finish, steps)
+
+
+def trackkit_side(tracker: Any, tmp: str, keys: list[str], steps: int) -> Sample:
+    run = tracker.start_run("bench")
+    if len(keys) == 1:
+        [key] = keys
+        sample = _timed(lambda i: run.log_metric(key, 1.0 / (i + 1)), run.end, steps)
+    else:
+        sample = _timed(lambda i: run.log_metrics({k: 1.0 / (i + 1) for k in keys}), run.end, steps)
+    [log] = Path(tmp, "wandb").glob(f"offline-run-*/run-{run.id}.wandb")
+    rows = history(log)
+    for key in keys:
+        kept = [row[f"{key}:step"] for row in rows if key in row]
+        assert kept == list(range(steps)), f"{key}: {len(kept)} of {steps} points in W&B"
+    assert len(rows) == steps, f"{len(rows)} history rows for {steps} steps"
+    return sample
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=5000)
-    points = parser.parse_args().points
+    parser.add_argument("--steps", type=int, default=3000, help="steps a run logs")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds (order alternates)")
+    parser.add_argument("--shapes", default="one,ten", help="one, ten or both (one,ten)")
+    args = parser.parse_args()
+    if args.steps % GROUP:
+        parser.error(f"--steps must be a multiple of {GROUP}")
     os.environ["WANDB_SILENT"] = "true"
     import wandb
 
     import trackkit
 
-    results: list[tuple[str, float, str]] = []
+    load_before = os.getloadavg()
+    results: dict[str, dict[str, list[Sample]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-wandb-") as tmp:
-        settings = wandb.Settings(**FAST)
-
-        def native(x_axis: bool) -> None:
-            run = wandb.init(
-                project="bench", mode="offline", dir=tmp, reinit="create_new", settings=settings
-            )
-            if x_axis:
-                run.define_metric("loss:step", hidden=True)
-                run.define_metric("loss", step_metric="loss:step", step_sync=False)
-                cost = per_call(
-                    lambda i: run.log({"loss": 1.0 / (i + 1), "loss:step": i}), points, 100
-                )
-            else:
-                cost = per_call(lambda i: run.log({"loss": 1.0 / (i + 1)}), points, 100)
-            start = time.perf_counter()
-            run.finish()
-            label = "wandb run.log (per-key x-axis)" if x_axis else "wandb run.log"
-            results.append((label, cost * 1e6, f"finish {time.perf_counter() - start:.2f} s"))
-
-        native(False)
-        native(True)
-
         tracker = trackkit.get_tracker("wandb", mode="offline", dir=tmp, settings=FAST)
-        run = tracker.start_run("bench")
-        start = time.perf_counter()
-        cost = per_call(lambda i: run.log_metric("loss", 1.0 / (i + 1)), points, 100)
-        run.end()
-        total = time.perf_counter() - start
-        [log] = Path(tmp, "wandb").glob(f"offline-run-*/run-{run.id}.wandb")
-        kept = history_rows(log, "loss")
-        assert kept == points, f"{kept} of {points} points reached W&B"
-        results.append(("trackkit run.log_metric (queues)", cost * 1e6, ""))
-        results.append(
-            ("trackkit end to end", total / points * 1e6, f"{points / total:,.0f} points/s")
-        )
+        sides: dict[str, Callable[[list[str], int], Sample]] = {
+            SIDES[0]: lambda keys, steps: native(tmp, keys, steps, x_axis=False),
+            SIDES[1]: lambda keys, steps: native(tmp, keys, steps, x_axis=True),
+            SIDES[2]: lambda keys, steps: trackkit_side(tracker, tmp, keys, steps),
+        }
+        for side in sides.values():  # warm up: W&B imports more on its first runs
+            side(SHAPES["ten"], GROUP)
+        for shape in args.shapes.split(","):
+            keys = SHAPES[shape]
+            samples: dict[str, list[Sample]] = {side: [] for side in SIDES}
+            for round_ in range(args.rounds):
+                order = SIDES if round_ % 2 == 0 else SIDES[::-1]
+                for side in order:
+                    samples[side].append(sides[side](keys, args.steps))
+            results[shape] = samples
         tracker.close()
+    load_after = os.getloadavg()
 
-    print(f"\n{points:,} points of one metric, W&B offline (wandb {wandb.__version__})\n")
-    print(f"| {'call':<36} | {'µs per point':>12} | note |")
-    print(f"|{'-' * 38}|{'-' * 14}|------|")
-    for label, micros, note in results:
-        print(f"| {label:<36} | {micros:>12,.1f} | {note} |")
+    print(
+        f"\nW&B offline, wandb {wandb.__version__}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after; {args.steps:,} steps a run, {args.rounds} rounds\n"
+    )
+    print(
+        "| shape | side | points/s (median) | vs native | rounds (vs native) "
+        "| µs per log call | CPU µs per point |"
+    )
+    print("|---|---|---:|---:|---|---:|---:|")
+    for shape, samples in results.items():
+        points = args.steps * len(SHAPES[shape])
+        base = [points / s.seconds for s in samples[SIDES[0]]]
+        for side in SIDES:
+            rates = [points / s.seconds for s in samples[side]]
+            ratio = statistics.median(rates) / statistics.median(base)
+            rounds = ", ".join(f"{r / b:.2f}" for r, b in zip(rates, base, strict=True))
+            call = statistics.median(s.per_call for s in samples[side]) * 1e6
+            cpu = statistics.median(s.cpu for s in samples[side]) / points * 1e6
+            label = "one key" if shape == "one" else "ten keys"
+            print(
+                f"| {label} | {side} | {statistics.median(rates):,.0f} | {ratio:.2f}x "
+                f"| {rounds} | {call:,.1f} | {cpu:,.0f} |"
+            )
 
 
 if __name__ == "__main__":
