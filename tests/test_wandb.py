@@ -24,7 +24,7 @@ import pytest
 import trackkit
 from trackkit import journal as jn
 from trackkit import models, plugins
-from trackkit.errors import InvalidInput, NotFound, UnsupportedOperation
+from trackkit.errors import InvalidInput, NotFound
 
 wandb = pytest.importorskip("wandb")
 
