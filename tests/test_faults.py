@@ -89,7 +89,7 @@ def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
     (tmp_path / "srv").mkdir()
     server, _ = start_mlflow_server(tmp_path / "srv", port)
     try:
-        results = trackkit.sync()
+        results = trackkit.sync(tracking_uri=url)  # the address the journal names: replayed
         assert [(r.kind, r.outcome) for r in results] == [("run", "delivered")]
         client = mlflow.MlflowClient(tracking_uri=url)
         [found] = client.search_runs([client.get_experiment_by_name("offline").experiment_id])
@@ -101,7 +101,7 @@ def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
             "docs/notes.txt"
         ]
         assert not run.journal.path.exists()
-        assert trackkit.sync() == []  # replaying again sends nothing twice
+        assert trackkit.sync(tracking_uri=url) == []  # replaying again sends nothing twice
         assert _steps(client, found.info.run_id, "loss") == list(range(250))
     finally:
         _stop(server)
@@ -162,7 +162,10 @@ def test_sigkill_then_sync_sends_the_rest(tmp_path: Path, mlflow_server: str) ->
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     assert client.get_run(run_id).info.status == "RUNNING"
     done = subprocess.run(
-        [sys.executable, "-m", "trackkit", "sync"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "trackkit", "sync", "-o", f"tracking_uri={mlflow_server}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     assert "delivered" in done.stdout

@@ -153,6 +153,9 @@ def test_sync_replays_only_the_backend_asked_for(monkeypatch: pytest.MonkeyPatch
     tracker.close()
     assert trackkit.sync(backend="example") == []  # another backend's journal is left alone
     assert run.journal.path.exists()
+    # the journal names a server this configuration (the default sqlite store) does not select
     [result] = trackkit.sync(backend="mlflow")
+    assert result.outcome == "refused" and "tracking_uri=http://127.0.0.1:9" in (result.error or "")
+    [result] = trackkit.sync(backend="mlflow", tracking_uri="http://127.0.0.1:9")
     assert result.outcome == "failed" and "127.0.0.1:9" in (result.error or "")
     assert run.journal.path.exists()  # nothing lost: still there for a later sync

@@ -4,7 +4,7 @@
 
     trackkit backends [--json]   # each backend: SDK installed?, capabilities, providing plugin
     trackkit plugins [--json]    # each plugin: distribution, version, blocked?
-    trackkit sync [--dir DIR] [--backend NAME] [-o KEY=VALUE]   # replay journals
+    trackkit sync [--dir DIR] [--backend NAME] [-o KEY=VALUE] [--trust-journal-address]
     trackkit copy SOURCE --to BACKEND [-o KEY=VALUE] [--experiment NAME] [--run ID] [--json]
     trackkit --version
 
@@ -182,10 +182,21 @@ def _option(text: str) -> tuple[str, str]:
     return key, value
 
 
+#: ``trackkit sync``'s exit status when journals were refused (left untouched) and none failed
+SYNC_REFUSED = 3
+
+
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
+    """Replay journals; one line each. Exit 1 if one failed or was partly delivered (a later
+    sync retries it), else 3 if one was refused (it needs your decision), else 0."""
     from trackkit.sync import sync
 
-    results = sync(args.dir, args.backend, **dict(args.option))
+    results = sync(
+        args.dir,
+        args.backend,
+        trust_addresses=args.trust_journal_address,
+        **dict(args.option),
+    )
     if args.json:
         rows = [{**r.__dict__, "path": str(r.path)} for r in results]
         json.dump(rows, out, indent=2)
@@ -197,8 +208,10 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
             [r.path.name, r.kind, r.run_id or "-", r.outcome, str(r.operations), r.error or ""]
             for r in results
         ]
-        _table(["JOURNAL", "KIND", "RUN", "OUTCOME", "SENT", "ERROR"], table, out)
-    return 1 if any(r.outcome in ("failed", "partial") for r in results) else 0
+        _table(["JOURNAL", "KIND", "RUN", "OUTCOME", "SENT", "REASON"], table, out)
+    if any(r.outcome in ("failed", "partial") for r in results):
+        return 1
+    return SYNC_REFUSED if any(r.outcome == "refused" for r in results) else 0
 
 
 def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
@@ -293,7 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay the journals left in the trackkit directory: the rest of runs "
         "whose backend was unreachable or whose process was killed (such runs are ended "
         "KILLED), and registry calls made offline (W&B and Neptune). Nothing is sent twice. "
-        "Exit status 1 if a journal failed or was only partly delivered.",
+        "One line per journal: delivered, partial, failed, live (in use by another process), "
+        "damaged (moved aside to <name>.db.damaged after salvaging what it held) or refused "
+        "(left untouched: not your journal, read-only, or naming another address than your "
+        "configuration selects), with the reason. Exit status 1 if a journal failed or was "
+        "only partly delivered, else 3 if one was refused, else 0.",
     )
     sync_cmd.add_argument(
         "--dir", help="the trackkit directory (default $TRACKKIT_DIR or ./.trackkit)"
@@ -306,7 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recorded backend option, e.g. -o tracking_uri=http://host:5000",
+        help="a backend option of your configuration, e.g. -o tracking_uri=http://host:5000 "
+        "(a journal naming another address is refused)",
+    )
+    sync_cmd.add_argument(
+        "--trust-journal-address",
+        action="store_true",
+        help="replay a journal that names another address than your configuration to that "
+        "address (shown first), without the credentials in your environment",
     )
     sync_cmd.add_argument("--json", action="store_true", help="print JSON")
     sync_cmd.set_defaults(run=cmd_sync)

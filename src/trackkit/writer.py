@@ -197,9 +197,18 @@ def deliver(journal: jn.Journal, backend: Backend, meta: dict[str, Any]) -> bool
             journal.set_meta(ended=text or "FINISHED")
             ended = True
         elif kind == jn.ARTIFACT:
-            local = Path(text or "")
+            # a journal is untrusted input: upload (and then delete) only a copy inside the
+            # journal's own folder; anything else is set aside with the reason
+            try:
+                local = journal.kept_file(text)
+            except InvalidInput as e:
+                journal.reject([rows[0]], redact(str(e)))
+                logger.error(
+                    "trackkit: %s; the operation is kept in %s", redact(str(e)), journal.path
+                )
+                continue
             backend.log_artifact(run_id, local, key)
-            shutil.rmtree(local.parent, ignore_errors=True)
+            journal.discard_file(local)
         journal.ack([seq])
 
 
