@@ -802,7 +802,7 @@ def test_the_core_keeps_the_offline_registry_and_never_replays_it_offline(
 ) -> None:
     assert offline.backend.offline_registry() == root / "trackkit-wandb" / "registry.db"
     with pytest.raises(trackkit.InvalidInput, match="W&B Registry collection"):
-        offline.register_model("wandb-artifact:///p/m:trackkit-1", "bad/name")
+        offline.register_model("wandb-artifact:///p/m:trackkit-1", "bad name")
     with pytest.raises(trackkit.InvalidInput, match="registers models logged with log_model"):
         offline.register_model("runs:/abc/model", "ride")
     version = offline.register_model("wandb-artifact:///p/m:trackkit-1", "ride")
