@@ -61,6 +61,11 @@ class Limits:
     batch_total: int = 1000
     #: batches the writer may send at once (ops keep their order within each batch)
     concurrent_batches: int = 1
+    #: the highest metric step the backend stores (its integer range); a higher one, given or
+    #: implied (the step after it), is refused at the call with InvalidInput
+    max_step: int = 2**63 - 1
+    #: the highest metric timestamp (milliseconds) the backend stores; ``None``: no limit
+    max_timestamp: int | None = None
 
 
 class Backend(ABC):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import hashlib
 import json
 import math
 import numbers
@@ -28,6 +29,8 @@ SEP = "."
 TRUNCATION_MARKER = "...[truncated by trackkit; full value in artifact {path}]"
 LONG_VALUES_DIR = "trackkit/long_values"
 MAX_STEP = 2**63 - 1
+#: the longest file name (UTF-8 bytes) of a long value's artifact; most file systems allow 255
+MAX_FILE_NAME_BYTES = 255
 _ALIAS = re.compile(r"[A-Za-z0-9_\-]+")
 _RESERVED_ALIAS = re.compile(r"latest|v[0-9]+", re.IGNORECASE)
 _MODEL_NAME_FORBIDDEN = re.compile(r"[/@:'\"]")
@@ -240,8 +243,9 @@ def _to_float(key: str, value: Any, what: str) -> float:
         ) from None
 
 
-def step_value(key: str, step: Any) -> int:
-    """A metric step: a non-negative integer (integral floats such as ``3.0`` become ``3``)."""
+def step_value(key: str, step: Any, limit: int = MAX_STEP) -> int:
+    """A metric step: a non-negative integer up to ``limit`` (the backend's ``max_step``);
+    integral floats such as ``3.0`` become ``3``."""
     step = _numpy_item(step)
     if isinstance(step, bool) or not isinstance(step, (int, float)):
         raise InvalidInput(
@@ -251,13 +255,24 @@ def step_value(key: str, step: Any) -> int:
     if isinstance(step, float) and not (math.isfinite(step) and step.is_integer()):
         raise InvalidInput(f"step of metric {key!r} must be a whole number, got {step!r}")
     number = int(step)
-    if number < 0 or number > MAX_STEP:
-        raise InvalidInput(f"step of metric {key!r} must be between 0 and 2**63-1, got {number}")
+    if number < 0 or number > limit:
+        raise InvalidInput(f"step of metric {key!r} must be between 0 and {limit}, got {number}")
     return number
 
 
-def timestamp_ms(key: str, timestamp: Any) -> int:
-    """A metric timestamp in milliseconds since the epoch, from int milliseconds or a datetime."""
+def next_step(key: str, last: int, limit: int) -> int:
+    """The implicit step after ``last``; past the backend's ``max_step`` it raises InvalidInput."""
+    if last >= limit:
+        raise InvalidInput(
+            f"metric {key!r} is at step {last}, the highest this backend stores; the next point "
+            "needs an explicit step (steps cannot go past the backend's integer range)"
+        )
+    return last + 1
+
+
+def timestamp_ms(key: str, timestamp: Any, limit: int | None = None) -> int:
+    """A metric timestamp in milliseconds since the epoch, from int milliseconds or a datetime;
+    at most ``limit`` (the backend's ``max_timestamp``) when given."""
     timestamp = _numpy_item(timestamp)
     if isinstance(timestamp, _dt.datetime):
         if timestamp.tzinfo is None:
@@ -268,6 +283,11 @@ def timestamp_ms(key: str, timestamp: Any) -> int:
             f"timestamp of metric {key!r} must be a datetime or non-negative int milliseconds "
             f"since the epoch, got {_describe(timestamp)} (for time.time() use "
             "int(time.time() * 1000))"
+        )
+    if limit is not None and timestamp > limit:
+        raise InvalidInput(
+            f"timestamp of metric {key!r} is {timestamp}, past the highest this backend stores "
+            f"({limit} ms); pass milliseconds since the epoch"
         )
     return timestamp
 
@@ -310,6 +330,8 @@ def artifact_dir(path: Any) -> str | None:
         return None
     if not isinstance(path, (str, PurePath)):
         raise InvalidInput(f"artifact path must be a string, got {type(path).__name__}")
+    if "\0" in str(path):
+        raise InvalidInput(f"artifact path {str(path)!r} contains a NUL character")
     text = str(path).replace("\\", "/")
     norm = posixpath.normpath(text)
     if text.startswith("/") or norm == ".." or norm.startswith("../"):
@@ -318,6 +340,22 @@ def artifact_dir(path: Any) -> str | None:
             "without '..'"
         )
     return None if norm == "." else norm
+
+
+def long_value_file(kind: str, key: str) -> str:
+    """The artifact that keeps an over-long ``kind`` value of ``key`` whole.
+
+    ``trackkit/long_values/<kind>/<key>.txt``, unless a part of the key would make a file name
+    over :data:`MAX_FILE_NAME_BYTES` bytes (a long key of non-ASCII letters, for example): then
+    ``<the key's first characters>-<16 hex digits of its SHA-256>.txt``. The truncated value
+    names the file either way.
+    """
+    parts = key.split("/")
+    if all(0 < len(p.encode()) + 4 <= MAX_FILE_NAME_BYTES for p in parts):
+        return f"{LONG_VALUES_DIR}/{kind}/{key}.txt"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    head = key.replace("/", "_").encode()[:64].decode(errors="ignore").strip(". ") or "key"
+    return f"{LONG_VALUES_DIR}/{kind}/{head}-{digest}.txt"
 
 
 def artifact_file(file: Any) -> tuple[str | None, str]:

@@ -50,6 +50,25 @@ def _without_password(uri: str) -> str:
     return re.sub(r"://([^:/@\s]*):[^@/\s]*@", r"://\1@", uri)
 
 
+#: the URI schemes MLflow's stores take (mlflow.tracking._tracking_service.utils)
+_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+
+
+def _bad_uri(tracking_uri: str, registry_uri: str, error: Exception) -> str:
+    """The message for a URI no MLflow store takes, with the closest known scheme."""
+    import difflib
+
+    wrong = registry_uri if registry_uri != tracking_uri and "registry" in str(error) else None
+    uri = wrong or tracking_uri
+    scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
+    close = difflib.get_close_matches(scheme.lower(), _SCHEMES, n=1)
+    hint = f"; did you mean {close[0]}://?" if close and close[0] != scheme else ""
+    return redact(
+        f"the mlflow backend cannot use {'registry_uri' if wrong else 'tracking_uri'} {uri!r}: "
+        f"no MLflow store takes the scheme {scheme!r} (it takes {', '.join(_SCHEMES)}){hint}"
+    )
+
+
 def _ms_to_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
@@ -157,9 +176,18 @@ class MLflowBackend(Backend):
         batch_metrics=1000,
         batch_params_tags=100,
         batch_total=1000,
+        # steps and timestamps are signed 64-bit integers in MLflow's stores
+        max_step=2**63 - 1,
+        max_timestamp=2**63 - 1,
     )
 
     def __init__(self, tracking_uri: str | None = None, registry_uri: str | None = None) -> None:
+        for label, given in (("tracking_uri", tracking_uri), ("registry_uri", registry_uri)):
+            if given is not None and not isinstance(given, str):
+                raise InvalidInput(
+                    f"{label} must be a URI string such as 'sqlite:///mlflow.db' or "
+                    f"'http://127.0.0.1:5000', got {type(given).__name__}"
+                )
         self._mlflow = import_sdk("mlflow", extra="mlflow", purpose="the mlflow backend")
         self.tracking_uri = (
             tracking_uri
@@ -177,7 +205,12 @@ class MLflowBackend(Backend):
         from mlflow.tracking import MlflowClient
 
         self._error = MlflowException
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        try:
+            self.client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.registry_uri
+            )
+        except MlflowException as e:  # no store for the URI's scheme (e.g. a typo: htpp://)
+            raise InvalidInput(_bad_uri(self.tracking_uri, self.registry_uri, e)) from None
         self._experiment_names: dict[str, str] = {}
 
     def describe(self) -> str:
