@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from trackkit.errors import (
         BackendError,
         InvalidInput,
+        JournalError,
         MissingDependencyError,
         NotFound,
         TrackkitError,
@@ -58,6 +59,7 @@ _LAZY = {
     "trackkit.errors": (
         "BackendError",
         "InvalidInput",
+        "JournalError",
         "MissingDependencyError",
         "NotFound",
         "TrackkitError",
@@ -112,6 +114,7 @@ def available_backends() -> list[str]:
 __all__ = [
     "BackendError",
     "InvalidInput",
+    "JournalError",
     "MissingDependencyError",
     "ModelRef",
     "ModelVersion",

@@ -27,6 +27,11 @@ class BackendError(TrackkitError):
     """The backend's SDK failed; the original exception is chained as ``__cause__``."""
 
 
+class JournalError(TrackkitError):
+    """The local journal cannot be written (a full disk, a size limit, permissions, an I/O
+    error): raised in strict mode, and when an artifact can be neither uploaded nor kept."""
+
+
 class TrackkitWarning(UserWarning):
     """A documented normalization happened (a key renamed, a value truncated and kept whole)."""
 

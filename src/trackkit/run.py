@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
+import stat
 import tempfile
 import uuid
 import warnings
@@ -18,13 +18,20 @@ from trackkit import _lifecycle, normalize
 from trackkit import journal as jn
 from trackkit._secrets import redact
 from trackkit.backend import call, require
-from trackkit.errors import BackendError, InvalidInput, TrackkitError, TrackkitWarning
+from trackkit.errors import (
+    BackendError,
+    InvalidInput,
+    JournalError,
+    TrackkitError,
+    TrackkitWarning,
+)
 from trackkit.outbox import Outbox
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from trackkit.entities import ModelRef, ParamValue, RunHandle
+    from trackkit.memory_journal import Store
     from trackkit.tracker import Tracker
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -33,6 +40,27 @@ RENAMES_ARTIFACT = "trackkit/renamed_keys.json"
 
 def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
+
+
+def _special_files(local: Path) -> list[str]:
+    """What under ``local`` (itself included, links followed) is neither a regular file nor a
+    directory: a FIFO, socket or device would block or never end an upload."""
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(path: Path) -> None:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            if (info.st_dev, info.st_ino) in seen:
+                return
+            seen.add((info.st_dev, info.st_ino))
+            for child in sorted(path.iterdir()):
+                visit(child)
+        elif not stat.S_ISREG(info.st_mode):
+            found.append(str(path))
+
+    visit(local)
+    return found
 
 
 class Run:
@@ -50,6 +78,8 @@ class Run:
         self._backend = tracker.backend
         self._writer = tracker.writer
         self._limits = tracker.backend.limits
+        self._max_step = self._limits.max_step
+        self._max_timestamp = self._limits.max_timestamp
         local_id = f"local-{uuid.uuid4().hex}"
         self.id = handle.id if handle else local_id
         self.name = handle.name if handle else (name or local_id)
@@ -109,9 +139,16 @@ class Run:
         return self.status is not None
 
     @property
-    def journal(self) -> jn.Journal:
-        """The run's journal on disk (what is not yet acknowledged by the backend)."""
+    def journal(self) -> Store:
+        """The run's journal (what is not yet acknowledged by the backend): its file, or,
+        while that file cannot be written, the operations kept in memory."""
         return self.outbox.journal
+
+    @property
+    def lost(self) -> int:
+        """Metric points dropped because neither the journal file nor the backend took them
+        (0 unless both failed at once; the run is then tagged ``trackkit.lost_points``)."""
+        return self.outbox.lost
 
     @property
     def delivered(self) -> bool:
@@ -124,12 +161,30 @@ class Run:
         return self.outbox.rejected_at
 
     def _check_open(self) -> None:
+        """(caller holds ``_lock``) Refuse a call on an ended run; report or raise failures."""
         if self.status is not None:
+            if _lifecycle.terminating():
+                # ended by a signal: wait (without the lock) for the process to exit as it would
+                self._lock.release()
+                try:
+                    _lifecycle.wait_for_exit()
+                finally:
+                    self._lock.acquire()
             raise TrackkitError(f"run {self.id} has ended ({self.status}); start a new run to log")
-        if self._writer.failure is not None:
-            if self._writer.strict:
-                self._raise_failure("deliver logged data")
-            self._writer.report(stacklevel=4)
+        writer = self._writer
+        if writer.failure is not None or writer.journal_failure is not None:
+            if writer.strict:
+                if writer.failure is not None:
+                    self._raise_failure("deliver logged data")
+                raise JournalError(
+                    redact(
+                        f"the journal {writer.journal_failure_where} cannot be written (strict "
+                        f"mode): {type(writer.journal_failure).__name__}: "
+                        f"{writer.journal_failure}; what was logged before is kept in memory "
+                        "and still sent"
+                    )
+                ) from writer.journal_failure
+            writer.report(stacklevel=4)
 
     def _raise_failure(self, what: str) -> None:
         error = self._writer.failure
@@ -151,7 +206,7 @@ class Run:
         if size < self._bound:
             return
         if size >= 2 * self._bound:
-            self.outbox.to_journal()
+            self._writer.spill(self.outbox, wait=True)
         else:
             self._writer.wake_journal()
 
@@ -198,13 +253,19 @@ class Run:
                         "or start a new run"
                     )
                 del staged[stored]
-        shortened = {s: self._keep_long_value("params", s, t) for s, (_, t) in staged.items()}
+            # claimed at once: a concurrent call with another value is refused, not taken
+            for stored, (_, text) in staged.items():
+                self._params[stored] = text
+        try:
+            shortened = {s: self._keep_long_value("params", s, t) for s, (_, t) in staged.items()}
+        except BaseException:
+            with self._lock:
+                for stored in staged:
+                    self._params.pop(stored, None)
+            raise
         with self._lock:
             ops = []
-            for stored, (value, text) in staged.items():
-                if stored in self._params:
-                    continue  # logged meanwhile by another thread with the same value
-                self._params[stored] = text
+            for stored, (value, _) in staged.items():
                 short = shortened[stored]
                 kept = short if short is not None else value
                 ops.append(jn.Op(jn.PARAM, stored, text=json.dumps(kept)))
@@ -215,7 +276,7 @@ class Run:
     def _stored_text(self, stored: str, text: str, kind: str) -> str | None:
         limits = self._limits
         limit = limits.param_value_length if kind == "params" else limits.tag_value_length
-        return normalize.truncate(text, limit, f"{normalize.LONG_VALUES_DIR}/{kind}/{stored}.txt")
+        return normalize.truncate(text, limit, normalize.long_value_file(kind, stored))
 
     def _keep_long_value(self, kind: str, stored: str, text: str) -> str | None:
         """Store an over-long value whole as an artifact; return the truncated form to log."""
@@ -227,7 +288,7 @@ class Run:
                     f"{self._backend.name} backend's limit, and this backend cannot store the "
                     "whole value as an artifact; log it shorter"
                 )
-            self.log_text(text, f"{normalize.LONG_VALUES_DIR}/{kind}/{stored}.txt")
+            self.log_text(text, normalize.long_value_file(kind, stored))
         return short
 
     # -- metrics ----------------------------------------------------------------------------
@@ -250,14 +311,24 @@ class Run:
         known = self._metric_keys.get(key) if type(key) is str else None
         stored = self._keys["metric"].check(key, "metric") if known is None else known
         number = value if type(value) is float else normalize.metric_value(key, value)
-        ts = int(_time() * 1000) if timestamp is None else normalize.timestamp_ms(key, timestamp)
-        if step is not None and (type(step) is not int or not 0 <= step <= normalize.MAX_STEP):
-            step = normalize.step_value(key, step)
+        if timestamp is None:
+            ts = int(_time() * 1000)
+        else:
+            ts = normalize.timestamp_ms(key, timestamp, self._max_timestamp)
+        if step is not None and (type(step) is not int or not 0 <= step <= self._max_step):
+            step = normalize.step_value(key, step, self._max_step)
+        writer = self._writer
         with self._lock:
-            if self.status is not None or self._writer.failure is not None:
+            if (
+                self.status is not None
+                or writer.failure is not None
+                or writer.journal_failure is not None
+            ):
                 self._check_open()
             last = self._steps.get(stored, -1)
             if step is None:
+                if last >= self._max_step:
+                    normalize.next_step(key, last, self._max_step)  # raises InvalidInput
                 step = last + 1
             if step > last:
                 self._steps[stored] = step
@@ -273,16 +344,24 @@ class Run:
     ) -> None:
         """Log several metrics at one step (nested mappings are flattened with ``.``)."""
         flat = normalize.flatten(metrics, "metrics")
-        ts = int(_time() * 1000) if timestamp is None else normalize.timestamp_ms("*", timestamp)
-        explicit = None if step is None else normalize.step_value("*", step)
+        if timestamp is None:
+            ts = int(_time() * 1000)
+        else:
+            ts = normalize.timestamp_ms("*", timestamp, self._max_timestamp)
+        explicit = None if step is None else normalize.step_value("*", step, self._max_step)
         names = self._keys["metric"].check_all(flat, "metric")
         points = [(names[key], normalize.metric_value(key, raw)) for key, raw in flat.items()]
         with self._lock:
             self._check_open()
             ops = []
+            steps = {}  # every step first: a refused one leaves nothing half-done
+            for stored, _ in points:
+                last = self._steps.get(stored, -1)
+                if explicit is None:
+                    steps[stored] = normalize.next_step(stored, last, self._max_step)
             for stored, number in points:
                 last = self._steps.get(stored, -1)
-                at = last + 1 if explicit is None else explicit
+                at = steps[stored] if explicit is None else explicit
                 if at > last:
                     self._steps[stored] = at
                 ops.append((jn.METRIC, stored, number, at, ts, None))
@@ -322,15 +401,27 @@ class Run:
         If the service is unreachable, a copy is journaled and uploaded later.
 
         Raises:
-            InvalidInput: ``local_path`` does not exist, or ``path`` leaves the run.
+            InvalidInput: ``local_path`` does not exist, names a NUL character, or is (or
+                holds) a FIFO, socket or device; ``path`` leaves the run.
             UnsupportedOperation: the backend stores no artifacts.
+            JournalError: the service failed and no copy could be kept for later either.
         """
         directory = normalize.artifact_dir(path)
         if not isinstance(local_path, (str, os.PathLike)):
             raise InvalidInput(f"local_path must be a path, got {type(local_path).__name__}")
-        local = Path(local_path)
+        name = os.fsdecode(os.fspath(local_path))
+        if "\0" in name:
+            raise InvalidInput(f"artifact {name!r} contains a NUL character")
+        local = Path(name)
         if not local.exists():
             raise InvalidInput(f"artifact {str(local)!r} does not exist")
+        special = _special_files(local)
+        if special:
+            raise InvalidInput(
+                f"artifact {str(local)!r} is or holds something other than regular files and "
+                f"directories (a FIFO, socket or device), which cannot be uploaded: "
+                f"{', '.join(repr(s) for s in special[:5])}"
+            )
         require(self._backend, "artifacts", "log_artifact", "log the data as params or tags")
         with self._lock:
             self._check_open()
@@ -344,14 +435,19 @@ class Run:
                 if self._writer.strict:
                     raise BackendError(redact(f"log artifact {local.name!r}: {e}")) from e
                 self._writer.record_failure(e, where=str(self.journal.path))
-        copy = self.journal.files_dir() / uuid.uuid4().hex / local.name
-        copy.parent.mkdir(parents=True)
-        if local.is_dir():
-            shutil.copytree(local, copy)
-        else:
-            shutil.copy2(local, copy)
+        try:
+            text = self.outbox.keep(local)
+        except (OSError, JournalError) as e:
+            raise JournalError(
+                redact(
+                    f"artifact {local.name!r} of run {self.id} could not be uploaded "
+                    f"({self._writer.failure}) and no copy could be kept for later in "
+                    f"{self.journal.files_dir()} ({type(e).__name__}: {e}); log it again once "
+                    "the backend is reachable"
+                )
+            ) from e
         with self._lock:
-            size = self._enqueue([jn.Op(jn.ARTIFACT, directory, text=str(copy))])
+            size = self._enqueue([jn.Op(jn.ARTIFACT, directory, text=text)])
         self._queue_full(size)
 
     def _log_generated(self, file: str, write: Callable[[Path], None]) -> None:
@@ -478,16 +574,38 @@ class Run:
         """
         if status not in STATUSES:
             raise InvalidInput(f"run status must be one of {STATUSES}, got {status!r}")
+        if _lifecycle.terminating():  # a signal ends every run KILLED; this process exits
+            _lifecycle.wait_for_exit()
         if self.status is not None:
             return
         self._log_renames()
-        with self._lock:
-            if self.status is not None:
-                return
-            self.status = status
-            self.outbox.put(jn.Op(jn.END, ts=int(_time() * 1000), text=status))
-        _lifecycle.forget(self)
-        if self._writer.flush(self.outbox, self.tracker.end_timeout):
+        if not self.close(status):
+            return
+        try:
+            delivered = self._writer.flush(self.outbox, self.tracker.end_timeout)
+        finally:
+            _lifecycle.forget(self)
+        if self.lost:
+            warnings.warn(
+                f"run {self.id} ended {status} without {self.lost} metric points: they were "
+                "dropped while neither its journal file nor the backend could take them (the "
+                "run is tagged trackkit.lost_points; see the earlier warnings for why)",
+                TrackkitWarning,
+                stacklevel=2,
+            )
+        refused = self.outbox.refused()
+        if refused:
+            warnings.warn(
+                redact(
+                    f"run {self.id}: the {self._backend.name} backend refused "
+                    f"{len(refused)} operations for good (first: {refused[0][0][2]!r}, "
+                    f"{refused[0][1]}); the journal file could not keep them, so they are "
+                    "reported here and in the log only"
+                ),
+                TrackkitWarning,
+                stacklevel=2,
+            )
+        if delivered:
             if self.rejected_at is not None:
                 warnings.warn(
                     f"run {self.id}: the {self._backend.name} backend refused some operations "
@@ -500,10 +618,27 @@ class Run:
         if self._writer.strict and self._writer.failure is not None:
             self._raise_failure(f"end run {self.id}")
         self._writer.report()
+        unkept = self._writer.keep(self.outbox) if self.outbox.in_memory else 0
+        where = (
+            f"{unkept} operations are only in memory (the journal file cannot be written): "
+            "they are retried while this process runs and lost if it ends first"
+            if unkept
+            else f"it is kept in journal {self.journal.path}, retried while this process runs, "
+            "and replayed by `trackkit sync`"
+        )
         warnings.warn(
             f"run {self.id} ended {status}, but the {redact(self._backend.describe())} backend "
-            f"has not acknowledged all of it yet; it is kept in journal {self.journal.path}, "
-            "retried while this process runs, and replayed by `trackkit sync`",
+            f"has not acknowledged all of it yet; {where}",
             TrackkitWarning,
             stacklevel=2,
         )
+
+    def close(self, status: str) -> bool:
+        """Mark the run ended with ``status`` and queue its end, without waiting for delivery;
+        False if it had ended already. (The signal handler's helper uses this, then waits.)"""
+        with self._lock:
+            if self.status is not None:
+                return False
+            self.status = status
+            self.outbox.put(jn.Op(jn.END, ts=int(_time() * 1000), text=status))
+        return True

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,7 +19,7 @@ from trackkit import journal as jn
 from trackkit._secrets import redact
 from trackkit.backend import call, require
 from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
-from trackkit.errors import BackendError, InvalidInput, NotFound, TrackkitError
+from trackkit.errors import BackendError, InvalidInput, JournalError, NotFound, TrackkitError
 from trackkit.run import STATUSES, Run
 from trackkit.writer import Writer
 
@@ -191,7 +193,20 @@ class Tracker:
             self.writer.report(stacklevel=2)
             handle = None  # a local run: `trackkit sync` creates it at the backend later
         run = Run(self, handle, experiment or "", name)
-        self.writer.add(run.outbox)
+        if run.outbox.journal_error is not None and self.strict:
+            error = run.outbox.journal_error
+            if handle is not None:
+                with contextlib.suppress(Exception):  # the error below is the one to report
+                    self.backend.end_run(handle.id, "FAILED")
+            raise JournalError(
+                redact(
+                    f"the journal {run.outbox.path} cannot be created (strict mode): "
+                    f"{type(error).__name__}: {error}; make the trackkit directory writable "
+                    "(journal_dir, $TRACKKIT_DIR)"
+                )
+            ) from error
+        self.writer.add(run.outbox)  # an unwritable journal: one warning, the run in memory
+        self.writer.report(stacklevel=2)
         _lifecycle.remember(run)
         if tags:
             run.set_tags(tags)
@@ -458,17 +473,23 @@ class Tracker:
                 f"{', '.join(DEFERRABLE)}"
             )
         text = json.dumps(normalize.jsonable(arguments, f"defer({operation!r})"))
-        if self._deferred is None:
-            self._deferred = jn.Journal.create(
-                self.journal_dir,
-                f"deferred-{uuid.uuid4().hex}",
-                {
-                    "kind": "deferred",
-                    "backend": self.backend.name,
-                    "options": self.backend.replay_options(),
-                },
-            )
-        self._deferred.append([jn.Op(jn.DEFERRED, operation, text=text)])
+        try:
+            if self._deferred is None:
+                self._deferred = jn.Journal.create(
+                    self.journal_dir,
+                    f"deferred-{uuid.uuid4().hex}",
+                    {
+                        "kind": "deferred",
+                        "backend": self.backend.name,
+                        "options": self.backend.replay_options(),
+                    },
+                )
+            self._deferred.append([jn.Op(jn.DEFERRED, operation, text=text)])
+        except (OSError, sqlite3.Error) as e:
+            raise JournalError(
+                f"cannot defer {operation!r}: the journal in {self.journal_dir} cannot be "
+                f"written ({type(e).__name__}: {e}); nothing was deferred"
+            ) from e
         return self._deferred.path
 
     def close(self) -> None:

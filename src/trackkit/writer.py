@@ -8,35 +8,44 @@ threads do the rest:
   at most about one interval of points and memory stays bounded;
 - the *sender* thread sends journaled operations in batches shaped to the backend's limits
   and deletes each batch from the journal once the backend acknowledged it. On a failure it
-  keeps everything, reports once, and retries with exponential backoff.
+  keeps everything, reports once, and retries that run with exponential backoff; every other
+  run goes on (runs are independent: one stuck run never holds up another).
+
+A journal file that cannot be written is not a backend failure: the run's operations are kept
+in memory and still sent (see :mod:`trackkit.outbox`).
 
 ``deliver`` is shared with ``trackkit sync``, which replays journals left on disk.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import shutil
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from trackkit import journal as jn
 from trackkit._secrets import redact
 from trackkit.entities import Metric
 from trackkit.errors import InvalidInput, NotFound, TrackkitWarning
+from trackkit.outbox import JournalFailure
 
 if TYPE_CHECKING:
     from trackkit.backend import Backend
     from trackkit.entities import ParamValue
+    from trackkit.memory_journal import Store
     from trackkit.outbox import Outbox
 
 MAX_BACKOFF = 30.0
+#: send steps (batches) one run gets per round before the next run's turn
+ROUND = 10
+#: the tag a run gets when metric points had to be dropped (see Writer.spill)
+LOST_TAG = "trackkit.lost_points"
+#: exception names that say the data itself broke a rule of the store (DB-API, SQLAlchemy)
+_DATA_ERRORS = frozenset(("IntegrityError", "DataError"))
 logger = logging.getLogger("trackkit")
 
 
@@ -115,14 +124,31 @@ def _send_batch(backend: Backend, run_id: str, rows: list[jn.Row]) -> None:
     backend.log_batch(run_id, params, _Metrics(points), list(tags.items()))
 
 
-def _send_or_set_aside(
-    backend: Backend, run_id: str, rows: list[jn.Row], journal: jn.Journal
-) -> None:
+def refused_for_good(error: BaseException) -> bool:
+    """Whether the backend refused the data itself (it would refuse it every time), rather
+    than failed: trackkit's InvalidInput or NotFound, or, anywhere in the chain of causes, a
+    number the store cannot hold (OverflowError) or a broken constraint (IntegrityError,
+    DataError)."""
+    seen: set[int] = set()
+    at: BaseException | None = error
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if isinstance(at, (InvalidInput, NotFound, OverflowError)):
+            return True
+        if type(at).__name__ in _DATA_ERRORS:
+            return True
+        at = at.__cause__ or at.__context__
+    return False
+
+
+def _send_or_set_aside(backend: Backend, run_id: str, rows: list[jn.Row], journal: Store) -> None:
     """Send a batch; if the backend refuses it for good, find the refused operations by
     halving and set them aside in the journal (kept, reported), so they block nothing."""
     try:
         _send_batch(backend, run_id, rows)
-    except (InvalidInput, NotFound) as e:
+    except Exception as e:
+        if isinstance(e, JournalFailure) or not refused_for_good(e):
+            raise
         if len(rows) == 1:
             journal.reject(rows, redact(f"{type(e).__name__}: {e}"))
             logger.error(
@@ -139,7 +165,7 @@ def _send_or_set_aside(
 
 
 def _send_concurrently(
-    backend: Backend, run_id: str, batches: list[list[jn.Row]], journal: jn.Journal
+    backend: Backend, run_id: str, batches: list[list[jn.Row]], journal: Store
 ) -> None:
     """Send consecutive batches at once (one in this thread); acknowledge each one sent."""
     errors: list[BaseException] = []
@@ -161,7 +187,7 @@ def _send_concurrently(
         raise errors[0]
 
 
-def ensure_started(journal: jn.Journal, backend: Backend, meta: dict[str, Any]) -> str:
+def ensure_started(journal: Store, backend: Backend, meta: dict[str, Any]) -> str:
     """The backend's id of the journal's run, creating the run there if it was started offline."""
     run_id = meta.get("run_id")
     if not run_id:
@@ -172,14 +198,20 @@ def ensure_started(journal: jn.Journal, backend: Backend, meta: dict[str, Any]) 
     return str(run_id)
 
 
-def deliver(journal: jn.Journal, backend: Backend, meta: dict[str, Any]) -> bool:
+def deliver(
+    journal: Store, backend: Backend, meta: dict[str, Any], budget: int | None = None
+) -> bool:
     """Send everything in ``journal`` to ``backend``; True once the run's end was delivered.
 
-    Raises whatever the backend raises; what was not acknowledged stays in the journal.
+    With ``budget``, stop after that many sends (the writer's turn for one run; the rest is
+    sent on its next turn). Raises whatever the backend raises; what was not acknowledged
+    stays in the journal.
     """
     ended = False
     lanes = max(1, backend.limits.concurrent_batches)
-    while True:
+    steps = 0
+    while budget is None or steps < budget:
+        steps += 1
         rows = journal.pending(max(backend.limits.batch_total, 1) * lanes)
         if not rows:
             return ended
@@ -210,6 +242,7 @@ def deliver(journal: jn.Journal, backend: Backend, meta: dict[str, Any]) -> bool
             backend.log_artifact(run_id, local, key)
             journal.discard_file(local)
         journal.ack([seq])
+    return ended
 
 
 class Writer:
@@ -233,21 +266,27 @@ class Writer:
         self._journal_wake = threading.Event()
         self._send_wake = threading.Event()
         self._progress = threading.Condition()
-        # Delivery attempts are numbered when they begin, so a flush only counts attempts that
-        # began after it asked (an attempt already failing when it asked says nothing).
+        # Delivery rounds are numbered when they begin, so a flush only counts rounds that
+        # began after it asked (a round already failing when it asked says nothing).
         self._begun = 0
-        self._done = 0  # the number of the last attempt that finished
-        self._failed_attempt = -1  # the number of the last attempt that failed
+        self._done = 0  # the number of the last round that finished
+        #: the backend's last failure while any run's delivery is failing; None when all flow
         self.failure: BaseException | None = None
         self.failure_where = ""
         self._reported = False
-        self._backoff = 0.0
+        #: the first journal file that could not be written (the local disk, not the backend)
+        self.journal_failure: BaseException | None = None
+        self.journal_failure_where = ""
+        self._journal_reported = False
+        self._more = False
         self._started = False
         self._stopping = False
 
     # -- outboxes -----------------------------------------------------------------------------
     def add(self, outbox: Outbox) -> None:
         """Start delivering ``outbox`` (and start the threads with the first one)."""
+        if outbox.journal_error is not None:
+            self._journal_failed(outbox, outbox.journal_error)
         with self._lock:
             self._outboxes.append(outbox)
             if not self._started:
@@ -265,6 +304,71 @@ class Writer:
         with self._lock:
             return list(self._outboxes)
 
+    # -- the journal, and memory when it fails -------------------------------------------------
+    def spill(self, outbox: Outbox, wait: bool = False) -> None:
+        """Journal the outbox's queue now. If its journal file failed, the operations stay in
+        memory, bounded: past twice ``memory_bound`` a logging thread (``wait``) waits while
+        the backend takes them; while the backend is failing, the oldest metric points are
+        dropped, counted, reported and tagged on the run (never silently)."""
+        outbox.to_journal()
+        if outbox.journal_error is None:
+            return
+        self._journal_failed(outbox, outbox.journal_error)
+        capacity = 2 * self.memory_bound
+        if outbox.held() <= capacity:
+            return
+        self._send_wake.set()
+        if wait:
+            with self._progress:
+                while outbox.held() > capacity and outbox.failure is None and not self._stopping:
+                    self._progress.wait(0.5)
+                    self._send_wake.set()
+        excess = outbox.held() - capacity
+        if excess > 0 and outbox.failure is not None:
+            dropped = outbox.drop_oldest_points(excess)
+            if dropped:
+                self._lost(outbox, dropped)
+
+    def _lost(self, outbox: Outbox, dropped: int) -> None:
+        with outbox.lock:  # the run carries the count: a tag sent with the rest
+            outbox.put((jn.TAG, LOST_TAG, None, None, None, str(outbox.lost)))
+        logger.warning(
+            "%s",
+            redact(
+                f"trackkit: dropped the oldest {dropped} metric points of run "
+                f"{outbox.run_id or outbox.path.stem} ({outbox.lost} so far): its journal "
+                f"{outbox.path} cannot be written ({self._cause(outbox.journal_error)}) and the "
+                f"{self.backend.describe()} backend is not taking them "
+                f"({self._cause(outbox.failure)}); the run is tagged {LOST_TAG}"
+            ),
+        )
+
+    @staticmethod
+    def _cause(error: BaseException | None) -> str:
+        return f"{type(error).__name__}: {error}"
+
+    def _journal_failed(self, outbox: Outbox, error: BaseException) -> None:
+        """A journal file failed (any thread): logged at once, warned once in the user's thread."""
+        if outbox.journal_error is None:
+            outbox.journal_error = error
+        if self.journal_failure is None:
+            self.journal_failure, self.journal_failure_where = error, str(outbox.path)
+            logger.warning("%s", self._journal_message())
+
+    def _journal_message(self) -> str:
+        return redact(
+            f"trackkit: the journal {self.journal_failure_where} cannot be written "
+            f"({self._cause(self.journal_failure)}); operations are kept in memory and still "
+            f"sent to the {self.backend.describe()} backend, but what it has not taken when "
+            "this process ends is lost (and reported); free disk space or make the trackkit "
+            "directory writable (journal_dir, $TRACKKIT_DIR)"
+        )
+
+    def keep(self, outbox: Outbox) -> int:
+        """Write what an outbox keeps in memory to its journal file, if the file takes it now;
+        return how many operations it could not keep (lost if the process ends)."""
+        return outbox.save_memory()
+
     # -- threads ------------------------------------------------------------------------------
     def _journal_loop(self) -> None:
         while not self._stopping:
@@ -272,57 +376,78 @@ class Writer:
             self._journal_wake.clear()
             for outbox in self._snapshot():
                 try:
-                    outbox.to_journal()
-                except Exception as e:  # a full disk must not kill the thread
-                    self.record_failure(e, where=str(outbox.journal.path))
-            # after a failure the sender waits out its backoff: waking it here would retry
-            # every interval (one refused request a second per process, e.g. a wrong password)
-            if self.failure is None:
-                self._send_wake.set()
+                    self.spill(outbox)
+                except Exception:  # never let the thread die: the queue keeps the data
+                    logger.exception("trackkit's journal thread hit an unexpected error")
+            # a run whose sends fail waits out its own backoff (see _attempt)
+            self._send_wake.set()
 
     def _send_loop(self) -> None:
         while not self._stopping:
-            # after a failure, wait out the backoff unless a flush asks for an attempt now
-            self._send_wake.wait(self._backoff or self.interval)
+            if not self._more:
+                self._send_wake.wait(self._pause())
             self._send_wake.clear()
             try:
-                self._attempt()
+                self._more = self._attempt()
             except Exception:  # never let the thread die: the journal keeps the data
+                self._more = False
                 logger.exception("trackkit's background writer hit an unexpected error")
 
-    def _attempt(self) -> None:
+    def _pause(self) -> float:
+        """How long the sender waits for work: the interval, or until a failing run's retry."""
+        now = time.monotonic()
+        retries = [o.retry_at - now for o in self._snapshot() if o.failure is not None]
+        return self.interval if not retries else min(self.interval, max(0.01, min(retries)))
+
+    def _attempt(self) -> bool:
+        """One round: each run in turn sends up to ``ROUND`` batches; a run whose sends fail
+        backs off alone. Returns True if a run has more to send at once."""
         with self._progress:
             self._begun += 1
             number = self._begun
-        ok = True
+        more = False
         for outbox in self._snapshot():
+            waiting = outbox.failure is not None and outbox.retry_at > time.monotonic()
+            if waiting and not outbox.urgent:
+                continue  # waiting out its backoff (a flush asks for an attempt now)
+            outbox.urgent = False
             try:
-                if deliver(outbox.journal, self.backend, outbox.meta):
-                    self._finished(outbox)
+                store = outbox.sendable()
+                if deliver(store, self.backend, outbox.meta, budget=ROUND):
+                    outbox.ended_sent = True
+                done = store.empty()
+            except JournalFailure as e:  # the local disk, not the backend: go on from memory
+                self._journal_failed(outbox, e.cause)
+                more = True
+                continue
             except Exception as e:
-                ok = False
-                self.record_failure(e, where=str(outbox.journal.path))
-                break
+                outbox.failure, outbox.failed_attempt = e, number
+                outbox.backoff = min(MAX_BACKOFF, max(0.5, outbox.backoff * 2))
+                outbox.retry_at = time.monotonic() + outbox.backoff
+                self.record_failure(e, where=str(outbox.path))
+                continue
+            outbox.failure, outbox.backoff = None, 0.0
+            if done and outbox.ended_sent:
+                self._finished(outbox)
+            elif not done:
+                more = True
         with self._progress:
             self._done = number
-            if ok:
-                if self.failure is not None:
-                    logger.warning(
-                        "trackkit: the %s backend is reachable again; journaled operations "
-                        "are delivered",
-                        redact(self.backend.describe()),
-                    )
-                self.failure, self._reported, self._backoff = None, False, 0.0
-            else:
-                self._failed_attempt = number
-                self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
+            if self.failure is not None and all(o.failure is None for o in self._snapshot()):
+                logger.warning(
+                    "trackkit: the %s backend is reachable again; journaled operations "
+                    "are delivered",
+                    redact(self.backend.describe()),
+                )
+                self.failure, self._reported = None, False
             self._progress.notify_all()
+        return more
 
     def record_failure(self, error: BaseException, where: str) -> None:
         """Record a failure (any thread); it is logged now and warned once in the user's thread."""
         first = self.failure is None
         self.failure, self.failure_where = error, where
-        logger.debug("trackkit: send failure in %s", where, exc_info=error)
+        logger.debug("trackkit: send failure in %s: %s", where, redact(self._cause(error)))
         if first:
             logger.warning("%s", self._message())
 
@@ -335,10 +460,13 @@ class Writer:
         )
 
     def report(self, stacklevel: int = 3) -> None:
-        """Warn about the current failure once (called from the user's thread)."""
+        """Warn about the current failures once each (called from the user's thread)."""
         if self.failure is not None and not self._reported:
             self._reported = True
             warnings.warn(self._message(), TrackkitWarning, stacklevel=stacklevel + 1)
+        if self.journal_failure is not None and not self._journal_reported:
+            self._journal_reported = True
+            warnings.warn(self._journal_message(), TrackkitWarning, stacklevel=stacklevel + 1)
 
     def _finished(self, outbox: Outbox) -> None:
         with self._lock:
@@ -353,28 +481,31 @@ class Writer:
     # -- waiting ------------------------------------------------------------------------------
     def flush(self, outbox: Outbox, timeout: float | None) -> bool:
         """Journal the outbox's queue and deliver it now; False if delivery failed or timed out."""
-        outbox.to_journal()
+        self.spill(outbox)
         with self._progress:
             start = self._begun
+        outbox.urgent = True
         self._send_wake.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._progress:
             while True:
                 if outbox.delivered or (outbox.empty() and self._done > start):
                     return True
-                if self._failed_attempt > start:
+                if outbox.failed_attempt > start:
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._progress.wait(remaining if remaining is not None else 1.0)
+                self._progress.wait(min(remaining, 1.0) if remaining is not None else 1.0)
+                outbox.urgent = True
                 self._send_wake.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the threads and release the journals of runs not fully delivered (for sync).
 
         Waits up to ``timeout`` seconds for a send in progress, so nothing sent goes
-        unacknowledged.
+        unacknowledged. Operations that neither the backend nor the journal file took are
+        reported lost.
         """
         self._stopping = True
         self._journal_wake.set()
@@ -383,5 +514,18 @@ class Writer:
             if thread is not threading.current_thread():
                 thread.join(timeout)
         for outbox in self._snapshot():
-            with contextlib.suppress(Exception):
-                outbox.release()
+            try:
+                lost = outbox.release()
+            except Exception:
+                continue
+            if lost:
+                warnings.warn(
+                    redact(
+                        f"trackkit: {lost} operations of run {outbox.run_id or outbox.path.stem} "
+                        f"are lost: the {self.backend.describe()} backend did not take them and "
+                        f"the journal {outbox.path} could not be written "
+                        f"({self._cause(outbox.journal_error)})"
+                    ),
+                    TrackkitWarning,
+                    stacklevel=3,
+                )
