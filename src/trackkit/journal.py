@@ -227,8 +227,8 @@ def untrusted_reason(path: Path) -> str | None:
             return f"cannot update {file.name} (read-only); sync would replay it again every time"
     if not _writable(path.parent, directory=True):
         return (
-            f"cannot update the directory {path.parent} (read-only); sync would replay the "
-            "journal again every time"
+            f"cannot update its directory {path.parent} (read-only); sync would replay it "
+            "again every time"
         )
     with open(path, "rb") as f:
         header = f.read(100)

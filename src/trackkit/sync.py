@@ -274,7 +274,7 @@ def _sync_one(
             trusted,
         )
         notes.append(f"sent to {trusted}, the journal's own address, without your credentials")
-    before = journal.count()
+    before, refused_before = journal.count(), len(journal.rejected())
     try:
         with _without_credentials() if trusted is not None else contextlib.nullcontext():
             if kind == "deferred":
@@ -286,8 +286,8 @@ def _sync_one(
                     journal.append([jn.Op(jn.END, ts=jn.now_ms(), text="KILLED")])
                     before += 1
                 done = deliver(journal, tracker.backend, meta) or bool(meta.get("ended"))
-        sent = before - journal.count()
         refused = len(journal.rejected())
+        sent = before - journal.count() - (refused - refused_before)
         if refused:
             notes.append(f"{refused} operations refused, kept in {path.name}.rejected")
         run_id = meta.get("run_id") or run_id
@@ -299,7 +299,7 @@ def _sync_one(
             outcome = "partial"
         return SyncResult(path, kind, run_id, outcome, sent, _one_line("; ".join(notes)) or None)
     except Exception as e:
-        sent = before - journal.count()
+        sent = before - journal.count() - (len(journal.rejected()) - refused_before)
         journal.close()
         notes.append(f"{type(e).__name__}: {e}")
         return SyncResult(
