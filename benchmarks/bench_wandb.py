@@ -13,8 +13,10 @@ the backend finished the W&B run, so every point is in W&B's transaction log). A
 ``run.log`` of trackkit's own row shape (each key with its ``<key>:step`` x-axis, see
 docs/wandb.md), shows what W&B itself charges for the rows trackkit writes. Rounds alternate
 the order (native first, then trackkit first), as ``bench_logging.py`` does; the table shows
-medians, the ratio of the medians and every round's ratio. After each trackkit round, W&B's own
-reader (``wandb leet inspect``) checks every point is there and each step is one history row.
+medians, the ratio of the medians and every round's ratio, and the CPU time this process and
+wandb-core spent (steadier than the wall clock on a shared machine). After each trackkit round,
+W&B's own reader (``wandb leet inspect``) checks every point is there and each step is one
+history row.
 """
 
 from __future__ import annotations
