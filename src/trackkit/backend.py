@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from trackkit._secrets import redact
+from trackkit._secrets import redact, scrub
 from trackkit.errors import BackendError, TrackkitError, UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -245,4 +245,4 @@ def call(backend: Backend, operation: str, fn: Callable[[], T]) -> T:
         raise
     except Exception as e:
         message = f"the {backend.describe()} backend failed to {operation}: {type(e).__name__}: {e}"
-        raise BackendError(redact(message)) from e
+        raise BackendError(redact(message)) from scrub(e)

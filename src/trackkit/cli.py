@@ -29,6 +29,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, TextIO
 
 from trackkit import __version__, plugins
+from trackkit._secrets import redact, scrub
 from trackkit.errors import InvalidInput, NotFound, TrackkitError, UnknownBackendError
 
 if TYPE_CHECKING:
@@ -388,7 +389,410 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A trackkit error is printed as one line (``trackkit: error: ...``), with status 2 for a
     usage error (see :data:`USAGE_ERRORS`) and 1 otherwise; ``--debug`` or ``TRACKKIT_DEBUG=1``
-    lets it raise, with its traceback. Other exceptions are bugs and always raise.
+    lets it raise, with its traceback (secrets in it and in its causes masked). Other
+    exceptions are bugs and always raise.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        status: int = args.run(args, sys.stdout)
+        sys.stdout.flush()
+"""The ``trackkit`` command: which backends and plugins are installed, and what they can do.
+
+::
+
+    trackkit backends [--json]   # each backend: SDK installed?, capabilities, providing plugin
+    trackkit plugins [--json]    # each plugin: distribution, version, blocked?
+    trackkit sync [--dir DIR] [--backend NAME] [-o KEY=VALUE] [--trust-journal-address]
+    trackkit copy SOURCE --to BACKEND [-o KEY=VALUE] [--experiment NAME] [--run ID] [--json]
+    trackkit --version
+
+Every command is declared in :func:`build_parser`. Errors are one line; ``--debug`` or
+``TRACKKIT_DEBUG=1`` shows the traceback.
+
+It loads plugins but imports no SDK: whether a backend's SDK is installed is checked with
+:func:`importlib.util.find_spec`, which locates a module without running it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, TextIO
+
+from trackkit import __version__, plugins
+from trackkit._secrets import redact, scrub
+from trackkit.errors import InvalidInput, NotFound, TrackkitError, UnknownBackendError
+
+if TYPE_CHECKING:
+    from trackkit.backend import Backend
+
+PROG = "trackkit"
+
+
+# -- what the commands report --------------------------------------------------------------------
+def sdk_installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (or any parent package)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    # find_spec("a.b") would import package "a"; walk the path finder instead.
+    name = top
+    for part in rest:
+        if spec is None or spec.submodule_search_locations is None:
+            return False
+        name = f"{name}.{part}"
+        spec = importlib.machinery.PathFinder.find_spec(name, list(spec.submodule_search_locations))
+    return spec is not None
+
+
+def install_command(cls: type[Backend]) -> str:
+    """The command that installs a backend's SDK."""
+    if cls.extra:
+        return f"pip install 'trackkit[{cls.extra}]'"
+    return f"pip install {cls.sdk}"
+
+
+def backend_rows() -> list[dict[str, Any]]:
+    """One dict per registered backend, in name order."""
+    manager = plugins.get_plugin_manager()
+    rows = []
+    for name, cls in manager.backends().items():
+        plugin = manager.provider(name)
+        dist, version = manager.distributions.get(plugin, ("", ""))
+        installed = None if cls.sdk is None else sdk_installed(cls.sdk)
+        rows.append(
+            {
+                "name": name,
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+                "sdk": cls.sdk,
+                "sdk_installed": installed,
+                "install": install_command(cls) if installed is False else None,
+                "capabilities": cls.capabilities.as_dict(),
+                "plugin": plugin,
+                "distribution": dist,
+                "version": version,
+            }
+        )
+    return rows
+
+
+def _entry_point_dists() -> dict[str, tuple[str, str]]:
+    """Plugin name -> (distribution, version) of every declared entry point, none loaded."""
+    found: dict[str, tuple[str, str]] = {}
+    for ep in metadata.entry_points(group=plugins.ENTRY_POINT_GROUP):
+        dist = ep.dist
+        found.setdefault(ep.name, (dist.name, dist.version) if dist else ("", ""))
+    return found
+
+
+def plugin_rows() -> list[dict[str, Any]]:
+    """One dict per registered plugin, then one per plugin blocked with the env variable."""
+    manager = plugins.get_plugin_manager()
+    rows: list[dict[str, Any]] = [
+        {"name": name, "distribution": dist, "version": version, "blocked": False}
+        for name, dist, version in manager.plugins()
+    ]
+    declared = _entry_point_dists()
+    for name in plugins.blocked_names():
+        dist, version = declared.get(name, ("", ""))
+        rows.append({"name": name, "distribution": dist, "version": version, "blocked": True})
+    return rows
+
+
+# -- output ---------------------------------------------------------------------------------------
+def _table(header: Sequence[str], rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    for row in [list(header), *rows]:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _from(row: dict[str, Any]) -> str:
+    dist = " ".join(p for p in (row["distribution"], row["version"]) if p)
+    return f"{row['plugin']} ({dist})" if dist else row["plugin"]
+
+
+def _sdk_text(row: dict[str, Any]) -> str:
+    if row["sdk"] is None:
+        return "none needed"
+    if row["sdk_installed"]:
+        return f"{row['sdk']}: installed"
+    return f"{row['sdk']}: missing; {row['install']}"
+
+
+def cmd_backends(args: argparse.Namespace, out: TextIO) -> int:
+    rows = backend_rows()
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    if not rows:
+        out.write(f"no backends registered (see `{PROG} plugins`)\n")
+        return 0
+    table = [
+        [
+            r["name"],
+            _sdk_text(r),
+            ",".join(k for k, v in r["capabilities"].items() if v) or "-",
+            _from(r),
+        ]
+        for r in rows
+    ]
+    _table(["BACKEND", "SDK", "CAPABILITIES", "PLUGIN"], table, out)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, out: TextIO) -> int:
+    rows = plugin_rows()
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return 0
+    table = [
+        [
+            r["name"],
+            r["distribution"] or "-",
+            r["version"] or "-",
+            f"blocked ({plugins.BLOCK_ENV})" if r["blocked"] else "loaded",
+        ]
+        for r in rows
+    ]
+    if table:
+        _table(["PLUGIN", "DISTRIBUTION", "VERSION", "STATUS"], table, out)
+    else:
+        out.write("no plugins registered\n")
+    return 0
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+#: ``trackkit sync``'s exit status when journals were refused (left untouched) and none failed
+SYNC_REFUSED = 3
+
+
+def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
+    """Replay journals; one line each. Exit 1 if one failed or was partly delivered (a later
+    sync retries it), else 3 if one was refused (it needs your decision), else 0."""
+    from trackkit.sync import sync
+
+    results = sync(
+        args.dir,
+        args.backend,
+        trust_addresses=args.trust_journal_address,
+        **dict(args.option),
+    )
+    if args.json:
+        rows = [{**r.__dict__, "path": str(r.path)} for r in results]
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+    elif not results:
+        out.write("nothing to sync\n")
+    else:
+        table = [
+            [r.path.name, r.kind, r.run_id or "-", r.outcome, str(r.operations), r.error or ""]
+            for r in results
+        ]
+        _table(["JOURNAL", "KIND", "RUN", "OUTCOME", "SENT", "REASON"], table, out)
+    if any(r.outcome in ("failed", "partial") for r in results):
+        return 1
+    return SYNC_REFUSED if any(r.outcome == "refused" for r in results) else 0
+
+
+def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
+    """Copy Neptune offline runs into another backend; exit status 1 if any run failed."""
+    from trackkit import copy_runs, get_tracker
+
+    tracker = get_tracker(args.backend, **dict(args.option))
+    try:
+        results = copy_runs(
+            args.source,
+            tracker,
+            experiment=args.experiment,
+            run_ids=args.runs,
+            include_system=args.include_system,
+        )
+    finally:
+        tracker.close()
+    if args.json:
+        json.dump([r.__dict__ for r in results], out, indent=2, default=list)
+        out.write("\n")
+    elif not results:
+        out.write("no Neptune offline runs found\n")
+    else:
+        for r in results:
+            target = r.run_id or "-"
+            out.write(
+                f"{r.source_id} -> {target} ({r.experiment}): {r.params} params, "
+                f"{r.metric_points} metric points, {r.tags} tags, {r.files} files, {r.status}"
+                + (f"; ERROR {r.error}" if r.error else "")
+                + "\n"
+            )
+            for note in r.notes:
+                out.write(f"  note: {note}\n")
+    return 1 if any(r.error for r in results) else 0
+
+
+# -- the parser: every command is declared here --------------------------------------------------
+DEBUG_ENV = "TRACKKIT_DEBUG"
+EPILOG = (
+    "Errors are printed as one line; --debug (or TRACKKIT_DEBUG=1) shows the traceback. "
+    "Exit status: 0 done, 1 failed, 2 usage error (a bad option, an unknown backend, "
+    "invalid input, something named that does not exist)."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``trackkit`` parser with every subcommand (the CLI reference is generated from it)."""
+    # --debug is accepted before and after the command; SUPPRESS keeps a subcommand's default
+    # from overwriting a --debug given before it
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"show the traceback of an error (also {DEBUG_ENV}=1)",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect trackkit's backends and plugins; replay journals with `sync`; "
+        "copy Neptune offline runs with `copy`.",
+        epilog=EPILOG,
+        parents=[debug],
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    backends = commands.add_parser(
+        "backends",
+        parents=[debug],
+        help="list backends: SDK status, install command, capabilities, plugin",
+        description="List every registered backend: whether its SDK is installed (found "
+        "without importing it), the command that installs it, what it can do, and the plugin "
+        "that provides it.",
+    )
+    backends.add_argument("--json", action="store_true", help="print JSON")
+    backends.set_defaults(run=cmd_backends)
+
+    plugin_cmd = commands.add_parser(
+        "plugins",
+        parents=[debug],
+        help=f"list plugins: distribution, version, blocked by {plugins.BLOCK_ENV}",
+        description="List every trackkit plugin with its distribution and version, and the "
+        f"plugins blocked with {plugins.BLOCK_ENV}.",
+    )
+    plugin_cmd.add_argument("--json", action="store_true", help="print JSON")
+    plugin_cmd.set_defaults(run=cmd_plugins)
+
+    sync_cmd = commands.add_parser(
+        "sync",
+        parents=[debug],
+        help="replay journaled operations (after an outage, a kill, or offline work)",
+        description="Replay the journals left in the trackkit directory: the rest of runs "
+        "whose backend was unreachable or whose process was killed (such runs are ended "
+        "KILLED), and registry calls made offline (W&B and Neptune). Nothing is sent twice. "
+        "One line per journal: delivered, partial, failed, live (in use by another process), "
+        "damaged (moved aside to <name>.db.damaged after salvaging what it held) or refused "
+        "(left untouched: not your journal, read-only, or naming another address than your "
+        "configuration selects), with the reason. Exit status 1 if a journal failed or was "
+        "only partly delivered, else 3 if one was refused, else 0.",
+    )
+    sync_cmd.add_argument(
+        "--dir", help="the trackkit directory (default $TRACKKIT_DIR or ./.trackkit)"
+    )
+    sync_cmd.add_argument("--backend", help="only journals of this backend (e.g. mlflow)")
+    sync_cmd.add_argument(
+        "--option",
+        "-o",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backend option of your configuration, e.g. -o tracking_uri=http://host:5000 "
+        "(a journal naming another address is refused)",
+    )
+    sync_cmd.add_argument(
+        "--trust-journal-address",
+        action="store_true",
+        help="replay a journal that names another address than your configuration to that "
+        "address (shown first), without the credentials in your environment",
+    )
+    sync_cmd.add_argument("--json", action="store_true", help="print JSON")
+    sync_cmd.set_defaults(run=cmd_sync)
+
+    copy_cmd = commands.add_parser(
+        "copy",
+        parents=[debug],
+        help="copy Neptune offline runs (.neptune/offline) into another backend",
+        description="Copy Neptune offline runs into another backend: params, every metric "
+        "point at its step, tags and files.",
+    )
+    copy_cmd.add_argument(
+        "source",
+        help="a .neptune directory, a directory containing one, or one offline run directory",
+    )
+    copy_cmd.add_argument(
+        "--to", dest="backend", required=True, metavar="BACKEND", help="destination backend"
+    )
+    copy_cmd.add_argument(
+        "--option",
+        "-o",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a destination backend option, e.g. -o tracking_uri=sqlite:///mlflow.db",
+    )
+    copy_cmd.add_argument(
+        "--experiment", help="destination experiment (default: the one recorded in each run)"
+    )
+    copy_cmd.add_argument(
+        "--run", dest="runs", action="append", metavar="ID", help="copy only this run (repeat)"
+    )
+    copy_cmd.add_argument(
+        "--include-system",
+        action="store_true",
+        help="also copy Neptune's sys/, monitoring/ and source_code/ fields",
+    )
+    copy_cmd.add_argument("--json", action="store_true", help="print JSON")
+    copy_cmd.set_defaults(run=cmd_copy)
+    return parser
+
+
+#: errors that mean the command line asked for something that cannot be: exit status 2
+USAGE_ERRORS = (UnknownBackendError, InvalidInput, NotFound)
+
+
+def _debug(args: argparse.Namespace | None) -> bool:
+    flag = os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return flag or bool(getattr(args, "debug", False))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status.
+
+    A trackkit error is printed as one line (``trackkit: error: ...``), with status 2 for a
+    usage error (see :data:`USAGE_ERRORS`) and 1 otherwise; ``--debug`` or ``TRACKKIT_DEBUG=1``
+    lets it raise, with its traceback (secrets in it and in its causes masked). Other
+    exceptions are bugs and always raise.
     """
     parser = build_parser()
     try:
@@ -400,9 +804,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except TrackkitError as e:
         if _debug(args):
-            raise
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2 if isinstance(e, USAGE_ERRORS) else 1
+            # raised below, outside this handler, so the stand-in keeps its own chain
+            shown = scrub(e)
+        else:
+            print(f"{PROG}: error: {' '.join(redact(str(e)).split())}", file=sys.stderr)
+            return 2 if isinstance(e, USAGE_ERRORS) else 1
     except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as other tools do
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -412,7 +818,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    return status
+    else:
+        return status
+    raise shown  # the traceback of a trackkit error, its SDK causes redacted too
 
 
 if __name__ == "__main__":

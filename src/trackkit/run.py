@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from trackkit import _lifecycle, normalize
 from trackkit import journal as jn
-from trackkit._secrets import redact
+from trackkit._secrets import redact, scrub
 from trackkit.backend import call, require
 from trackkit.errors import (
     BackendError,
@@ -183,7 +183,7 @@ class Run:
                         f"{writer.journal_failure}; what was logged before is kept in memory "
                         "and still sent"
                     )
-                ) from writer.journal_failure
+                ) from (None if writer.journal_failure is None else scrub(writer.journal_failure))
             writer.report(stacklevel=4)
 
     def _raise_failure(self, what: str) -> None:
@@ -193,7 +193,7 @@ class Run:
                 f"the {self._backend.describe()} backend failed to {what} (strict mode): "
                 f"{type(error).__name__}: {error}; the data is kept in journal {self.journal.path}"
             )
-        ) from error
+        ) from (None if error is None else scrub(error))
 
     def _enqueue(self, ops: Sequence[jn.Entry]) -> int:
         """Queue operations (caller holds ``_lock``); return the queue's size for
@@ -433,7 +433,7 @@ class Run:
                 raise
             except Exception as e:
                 if self._writer.strict:
-                    raise BackendError(redact(f"log artifact {local.name!r}: {e}")) from e
+                    raise BackendError(redact(f"log artifact {local.name!r}: {e}")) from scrub(e)
                 self._writer.record_failure(e, where=str(self.journal.path))
         try:
             text = self.outbox.keep(local)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from trackkit import _lifecycle, env, normalize, search
 from trackkit import journal as jn
-from trackkit._secrets import redact
+from trackkit._secrets import redact, scrub
 from trackkit.backend import call, require
 from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
 from trackkit.errors import BackendError, InvalidInput, JournalError, NotFound, TrackkitError
@@ -66,7 +66,8 @@ def get_tracker(backend: str | None = None, **options: Any) -> Tracker:
     try:
         instance = cls(**options)
     except TypeError as e:
-        raise InvalidInput(f"the {name} backend rejected its options: {redact(str(e))}") from e
+        message = f"the {name} backend rejected its options: {redact(str(e))}"
+        raise InvalidInput(message) from scrub(e)
     return Tracker(instance, **own)
 
 
@@ -188,7 +189,7 @@ class Tracker:
                 what = f"start a run in experiment {experiment!r}"
                 raise BackendError(
                     redact(f"the {self.backend.describe()} backend failed to {what}: {e}")
-                ) from e
+                ) from scrub(e)
             self.writer.record_failure(e, where=str(self.journal_dir))
             self.writer.report(stacklevel=2)
             handle = None  # a local run: `trackkit sync` creates it at the backend later

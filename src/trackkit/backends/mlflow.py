@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from trackkit import hookimpl
 from trackkit._lazy import import_sdk
-from trackkit._secrets import redact
+from trackkit._secrets import redact, scrub, without_password
 from trackkit.backend import Backend, Capabilities, Limits
 from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
 from trackkit.errors import InvalidInput, NotFound
@@ -47,7 +47,33 @@ _HTTP_DEFAULTS = {
 
 
 def _without_password(uri: str) -> str:
-    return re.sub(r"://([^:/@\s]*):[^@/\s]*@", r"://\1@", uri)
+    # the password may hold '@', ':', '/' or '%': trackkit's one rule for it, not a local regex
+    return without_password(uri)
+
+
+def _check_address(label: str, uri: str) -> None:
+    """Refuse an http(s) URI whose host HTTP clients would misread: a password holding '/',
+    '?' or '#' ends the address early, so pieces of the password would become host and port
+    (and show in connection errors)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme.lower() not in ("http", "https"):
+        return
+    try:
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        misread = True
+    else:  # an '@' past the address: user information the address did not take in
+        misread = "@" not in parts.netloc and "@" in uri.split("://", 1)[-1]
+    if misread:
+        raise InvalidInput(
+            redact(
+                f"the mlflow backend cannot use {label} {uri!r}: its host and port cannot be "
+                "read; a password holding '/', '?' or '#' must be percent-encoded (%2F, %3F, "
+                "%23), or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
+            )
+        )
 
 
 #: the URI schemes MLflow's stores take (mlflow.tracking._tracking_service.utils)
@@ -197,6 +223,8 @@ class MLflowBackend(Backend):
         self.registry_uri = (
             registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri
         )
+        _check_address("tracking_uri", self.tracking_uri)
+        _check_address("registry_uri", self.registry_uri)
         # trackkit retries failed sends itself, with backoff, in its background writer; MLflow's
         # own retries (7, minutes of backoff by default) would only delay the journal.
         for variable, default in _HTTP_DEFAULTS.items():
@@ -234,9 +262,9 @@ class MLflowBackend(Backend):
             code = getattr(e, "error_code", "")
             text = redact(getattr(e, "message", str(e)))
             if code == "RESOURCE_DOES_NOT_EXIST" or (missing and "not found" in text.lower()):
-                raise NotFound(f"{what}: {text}") from e
+                raise NotFound(f"{what}: {text}") from scrub(e)
             if code == "INVALID_PARAMETER_VALUE":
-                raise InvalidInput(f"{what}: {text}") from e
+                raise InvalidInput(f"{what}: {text}") from scrub(e)
             raise
 
     @contextmanager
