@@ -1,231 +1,73 @@
-"""The Weights & Biases backend: runs, the step contract, run files, model artifacts, the registry.
+"""The Weights & Biases backend: runs, the step contract, run files, model artifacts.
 
 Experiment -> W&B project (unless the ``project`` option fixes one); params -> ``run.config``;
 each metric gets its own x-axis (``<key>:step``, via ``run.define_metric``) so steps per key and
 out-of-order steps are all kept; tags -> the run summary (``tag:<key>``, mirrored as W&B tags
 ``key:value`` when short); artifacts -> run files under ``artifacts/``; models -> W&B
-artifacts of type ``model`` holding a trackkit model package. Online, the registry is the W&B
-Registry (``wandb-registry-model/<name>``); offline, a local registry file whose calls are
-deferred to ``trackkit sync``. See ``docs/wandb.md``.
+artifacts of type ``model`` holding a trackkit model package. The key layout is in ``keys``,
+the offline records' reader in ``records``, the search translation in ``query`` and the W&B
+Registry in ``registry``; offline, the core keeps the registry locally and defers its calls to
+``trackkit sync``. See ``docs/wandb.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib
-import json
-import math
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from trackkit import env, hookimpl
+from trackkit import env
 from trackkit._lazy import import_sdk
 from trackkit._secrets import redact
 from trackkit.backend import Backend, Capabilities, Limits
-from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
-from trackkit.errors import InvalidInput, NotFound, TrackkitError
+from trackkit.backends.wandb.keys import (
+    EXIT_CODES,
+    EXPERIMENT_KEY,
+    FILES_PREFIX,
+    MAX_NAME,
+    MAX_WANDB_TAG,
+    MODEL_TYPE,
+    STATUS_KEY,
+    STEP_SUFFIX,
+    TAG_PREFIX,
+    URI_PREFIX,
+    check_project,
+    last_steps,
+    parse_time,
+    run_status,
+    summary_parts,
+    user_config,
+)
+from trackkit.backends.wandb.query import to_wandb_filter, to_wandb_order
+from trackkit.backends.wandb.records import RecordReader
+from trackkit.backends.wandb.registry import WandbRegistry
+from trackkit.backends.wandb.sdk_errors import mapped
+from trackkit.entities import ModelRef, RunHandle, RunInfo
+from trackkit.errors import InvalidInput, NotFound
 from trackkit.normalize import value_text
-from trackkit.search import Clause, Order
 
 if TYPE_CHECKING:
-    from trackkit.entities import Metric, ParamValue
-    from trackkit.local_registry import LocalRegistry
+    from trackkit.entities import Metric, ModelVersion, ParamValue
     from trackkit.search import Query
 
-#: the x-axis of metric ``k`` is the metric ``k:step`` (":" never occurs in a trackkit key)
-STEP_SUFFIX = ":step"
-#: summary keys trackkit writes; ":" keeps them apart from any metric a user can log
-TAG_PREFIX = "tag:"
-STATUS_KEY = "trackkit:status"
-EXPERIMENT_KEY = "trackkit:experiment"
-#: run files trackkit stores live under this directory of the run's files
-FILES_PREFIX = "artifacts"
-REGISTRY_PROJECT = "wandb-registry-model"
-URI_PREFIX = "wandb-artifact:///"
-MODEL_TYPE = "model"
-EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 130}
 #: seconds between wandb's writes of a run's transaction log (wandb's default: 15). trackkit
 #: deletes a point from its journal once wandb took it, and wandb loses what it has not
 #: written when the process is killed: keep that window short.
 LOG_FLUSH_INTERVAL = 0.5
-MAX_WANDB_TAG = 64  # wandb.Settings rejects longer run tags
-MAX_NAME = 128  # W&B project, artifact and registry collection names
-_ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _NOT_ARTIFACT_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
-_PROJECT_FORBIDDEN = re.compile(r"[/\\#?%:\r\n]")
-_NOT_FOUND = re.compile(r"not found|does not exist|could not find|no such", re.IGNORECASE)
 _SECRET_SETTING = re.compile(r"key|token|secret|password|credential|proxy|header", re.IGNORECASE)
-_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
-    text = str(value).rstrip("Z")
-    if "." in text:  # W&B writes nanoseconds; datetime takes microseconds
-        head, frac = text.split(".", 1)
-        text = f"{head}.{frac[:6]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def _segment_order(log: Path) -> tuple[str, float]:
-    """Run directories are named ``[offline-]run-<YYYYMMDD_HHMMSS>-<id>``: order by start."""
-    started = re.search(r"\d{8}_\d{6}", log.parent.name)
-    return (started.group(0) if started else "", log.stat().st_mtime)
-
-
-def _param_text(value: Any) -> str:
-    """The trackkit text of a W&B config value (the inverse of logging a ParamValue)."""
-    if isinstance(value, (str, bool, int, float)):
-        return value_text(value)
-    if value is None:
-        return "None"
-    return json.dumps(value)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and value in _SPECIAL_FLOATS:
-        return _SPECIAL_FLOATS[value]
-    return None
-
-
-def _user_config(config: Mapping[str, Any]) -> dict[str, str]:
-    return {k: _param_text(v) for k, v in config.items() if not k.startswith("_")}
-
-
-def _summary_parts(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
-    """Metrics (latest value per key) and trackkit tags held in a W&B run summary."""
-    metrics: dict[str, float] = {}
-    tags: dict[str, str] = {}
-    for key, value in summary.items():
-        if key.startswith(TAG_PREFIX):
-            tags[key[len(TAG_PREFIX) :]] = str(value)
-        elif key.startswith(("_", "trackkit:")) or key.endswith(STEP_SUFFIX):
-            continue
-        elif (number := _number(value)) is not None:
-            metrics[key] = number
-    return metrics, tags
-
-
-def _last_steps(summary: Mapping[str, Any]) -> dict[str, int]:
-    steps = {}
-    for key, value in summary.items():
-        if key.endswith(STEP_SUFFIX) and isinstance(value, (int, float)):
-            steps[key[: -len(STEP_SUFFIX)]] = int(value)
-    return steps
-
-
-def _status(exit_code: Any, summary: Mapping[str, Any], state: str | None = None) -> str:
-    recorded = summary.get(STATUS_KEY)
-    if state is not None:  # a run read through the public API
-        if state in ("running", "pending"):
-            return "RUNNING"
-        if state == "finished":
-            return "FINISHED"
-        if state == "killed":
-            return "KILLED"
-        return str(recorded) if recorded in ("FAILED", "KILLED") else "FAILED"
-    if exit_code is None:
-        return "RUNNING"
-    if exit_code == 0:
-        return "FINISHED"
-    return str(recorded) if recorded in ("FAILED", "KILLED") else "FAILED"
-
-
-# -- search: the parsed filter (trackkit.search) translated into a W&B pre-filter ---------------
-_MONGO_OPS = {"!=": "$ne", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
-
-
-def _config_candidates(text: str) -> list[Any]:
-    """The W&B config values whose trackkit text can equal ``text``."""
-    found: list[Any] = [text]
-    if text in ("True", "False"):
-        found.append(text == "True")
-    with contextlib.suppress(ValueError):
-        found.append(int(text))
-    with contextlib.suppress(ValueError):
-        number = float(text)
-        if math.isfinite(number):
-            found.append(number)
-    return found
-
-
-def _server_clause(clause: Clause) -> dict[str, Any] | None:
-    """A W&B (MongoDB-style) condition matching at least every run ``clause`` matches, or None.
-
-    The server's answer is only narrowed by these; trackkit checks every clause exactly on the
-    runs W&B returns. Config keys with a '.' are left to trackkit: W&B cannot filter them.
-    """
-    op, value, key = clause.op, clause.value, clause.key
-    if clause.entity == "metrics":
-        if key.count(".") > 4:  # W&B resolves summary names of at most 4 dots
-            return None
-        if not math.isfinite(value):
-            return None
-        path = f"summary_metrics.{key}"
-        return {path: value} if op == "=" else {path: {_MONGO_OPS[op]: value}}
-    if clause.entity == "params":
-        if "." in key or op not in ("=", "IN"):
-            return None
-        texts = [value] if op == "=" else list(value)
-        return {f"config.{key}": {"$in": [c for t in texts for c in _config_candidates(t)]}}
-    if clause.entity == "tags":
-        texts = [value] if op == "=" else list(value) if op == "IN" else []
-        labels = [f"{key}:{t}" for t in texts]
-        if not labels or any(len(label) > MAX_WANDB_TAG for label in labels):
-            return None
-        return {"tags": labels[0]} if op == "=" else {"tags": {"$in": labels}}
-    column = {"run_name": "display_name", "run_id": "name"}.get(key)
-    if column is None or op not in ("=", "IN"):
-        return None
-    return {column: value} if op == "=" else {column: {"$in": list(value)}}
-
-
-def to_wandb_filter(clauses: Sequence[Clause]) -> dict[str, Any]:
-    """The W&B ``Api.runs`` filter that narrows the search to (a superset of) the matches."""
-    parts = [part for c in clauses if (part := _server_clause(c)) is not None]
-    if not parts:
-        return {}
-    return parts[0] if len(parts) == 1 else {"$and": parts}
-
-
-def to_wandb_order(orders: Sequence[Order]) -> str | None:
-    """W&B's one-key ``order`` string for ``orders``, or None when trackkit must sort."""
-    if len(orders) != 1:
-        return "-created_at" if not orders else None
-    (order,) = orders
-    sign = "+" if order.ascending else "-"
-    if order.entity == "metrics" and order.key.count(".") <= 4:
-        return f"{sign}summary_metrics.{order.key}"
-    if order.entity == "params" and "." not in order.key:
-        return f"{sign}config.{order.key}.value"
-    if order.entity == "attributes" and order.key == "start_time":
-        return f"{sign}created_at"
-    return None
-
-
-# -- the backend ----------------------------------------------------------------------------
 @dataclass
 class _Open:
     """A run this backend has open: the SDK's Run and what trackkit sent it."""
@@ -241,25 +83,6 @@ class _Open:
     next_row: int | None = None  # W&B row number to continue from (a resumed offline run)
     started: datetime | None = None
     seq: int = 0
-
-
-@dataclass
-class _Record:
-    """A run as its local transaction logs hold it (every segment, oldest first)."""
-
-    run_id: str
-    project: str
-    name: str
-    config: dict[str, Any]
-    summary: dict[str, Any]
-    exit_code: int | None
-    step: int
-    started: datetime | None
-    ended: datetime | None
-
-    @property
-    def experiment(self) -> str:
-        return str(self.summary.get(EXPERIMENT_KEY) or self.project)
 
 
 class WandbBackend(Backend):
@@ -322,7 +145,7 @@ class WandbBackend(Backend):
     ) -> None:
         self._wandb = import_sdk("wandb", extra="wandb", purpose="the wandb backend")
         if project is not None:
-            self._check_project(project)
+            check_project(project)
         self.project = project
         self.entity = entity or os.environ.get("WANDB_ENTITY") or None
         self.mode = self._resolve_mode(mode)
@@ -341,9 +164,11 @@ class WandbBackend(Backend):
         self.from_offline = bool(from_offline)
         self._lock = threading.RLock()
         self._runs: dict[str, _Open] = {}
-        self._records: dict[Path, tuple[tuple[float, int], dict[str, Any]]] = {}
-        self._local: LocalRegistry | None = None
+        self._reader = RecordReader(self.dir)
         self._public_api: Any = None
+        self._registry = WandbRegistry(
+            self._api, self.model_store, self.registry_path, self.from_offline
+        )
         if self.mode == "online" and not self._has_credentials():
             raise InvalidInput(
                 "W&B online mode needs an API key and none was found (set WANDB_API_KEY or run "
@@ -367,19 +192,6 @@ class WandbBackend(Backend):
         if mode not in ("online", "offline"):
             raise InvalidInput(f"mode must be 'online' or 'offline', got {mode!r}")
         return mode
-
-    @staticmethod
-    def _check_project(project: str) -> None:
-        if (
-            not isinstance(project, str)
-            or not project
-            or _PROJECT_FORBIDDEN.search(project)
-            or len(project) > MAX_NAME
-        ):
-            raise InvalidInput(
-                f"{project!r} cannot be a W&B project name: 1 to {MAX_NAME} characters, "
-                "none of / \\ # ? % : or line breaks"
-            )
 
     def _sdk_settings(self) -> Any:
         settings = dict(self._settings)
@@ -436,94 +248,6 @@ class WandbBackend(Backend):
             self._public_api = factory(overrides=overrides, timeout=30)
         return self._public_api
 
-    @contextlib.contextmanager
-    def _mapped(self, what: str) -> Iterator[None]:
-        """Turn the SDK's "not found" errors into NotFound and config conflicts into InvalidInput."""
-        try:
-            yield
-        except TrackkitError:
-            raise
-        except Exception as e:
-            text = redact(str(e))
-            if type(e).__name__ == "ConfigError":
-                raise InvalidInput(f"{what}: {text}") from e
-            if _NOT_FOUND.search(text):
-                raise NotFound(f"{what}: {text}") from e
-            raise
-
-    # -- local transaction logs -----------------------------------------------------------------
-    def _leet(self, log: Path, *extra: str) -> str:
-        """Run W&B's own reader of ``.wandb`` transaction logs (``wandb leet inspect``)."""
-        util = importlib.import_module("wandb.util")
-        core = util.get_core_path()
-        command = [core, "leet", "inspect", "--no-observability", *extra]
-        command += ["--run-file", str(log), str(log.parent.parent)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"wandb leet inspect {log} failed: {done.stderr.strip()[-500:]}")
-        return done.stdout
-
-    def _segment(self, log: Path) -> dict[str, Any]:
-        """One run directory's final state, read with W&B's reader (cached until it changes)."""
-        status = log.stat()
-        key = (status.st_mtime, status.st_size)
-        cached = self._records.get(log)
-        if cached is None or cached[0] != key:
-            cached = (key, json.loads(self._leet(log, "--summary", "--json")))
-            self._records[log] = cached
-        return cached[1]
-
-    def _logs(self, run_id: str | None = None) -> list[Path]:
-        """The run's ``.wandb`` files (every run's with None), oldest segment first."""
-        pattern = f"*/run-{glob.escape(run_id)}.wandb" if run_id else "*/run-*.wandb"
-        found = (self.dir / "wandb").glob(pattern)
-        # skip W&B's `latest-run` link to the newest run directory
-        return sorted((p for p in found if not p.parent.is_symlink()), key=_segment_order)
-
-    def _record(self, run_id: str, logs: list[Path] | None = None) -> _Record | None:
-        logs = self._logs(run_id) if logs is None else logs
-        if not logs:
-            return None
-        config: dict[str, Any] = {}
-        summary: dict[str, Any] = {}
-        step, first, last = -1, None, None
-        for log in logs:
-            segment = self._segment(log)
-            config.update(segment.get("config") or {})
-            rows = segment.get("summary") or {}
-            summary.update(rows)
-            if isinstance(rows.get("_step"), (int, float)):
-                step = max(step, int(rows["_step"]))
-            first = first or segment
-            last = segment
-        assert first is not None and last is not None
-        exit_code = last.get("exit_code")
-        return _Record(
-            run_id=run_id,
-            project=str(first.get("project") or ""),
-            name=str(last.get("name") or first.get("name") or run_id),
-            config=config,
-            summary=summary,
-            exit_code=None if exit_code is None else int(exit_code),
-            step=step,
-            started=_parse_time(first.get("start_time")),
-            ended=None if exit_code is None else _parse_time(last.get("last_write")),
-        )
-
-    def _info_from_record(self, record: _Record) -> RunInfo:
-        metrics, tags = _summary_parts(record.summary)
-        return RunInfo(
-            id=record.run_id,
-            name=record.name,
-            experiment=record.experiment,
-            status=_status(record.exit_code, record.summary),
-            params=_user_config(record.config),
-            metrics=metrics,
-            tags=tags,
-            start_time=record.started,
-            end_time=record.ended,
-        )
-
     @staticmethod
     def _info_from_open(run_id: str, state: _Open) -> RunInfo:
         return RunInfo(
@@ -571,7 +295,7 @@ class WandbBackend(Backend):
                 )
             assert experiment is not None
             project = self.project or experiment
-            self._check_project(project)
+            check_project(project)
             run = self._init(project, experiment, name, None)
             state = _Open(
                 run=run,
@@ -593,7 +317,7 @@ class WandbBackend(Backend):
                     f"run {run_id} belongs to experiment {state.experiment!r}, not {experiment!r}"
                 )
             return state
-        record = self._record(run_id)
+        record = self._reader.record(run_id)
         if record is not None:
             if experiment is not None and experiment != record.experiment:
                 raise InvalidInput(
@@ -616,14 +340,14 @@ class WandbBackend(Backend):
         with contextlib.suppress(Exception):  # online, W&B brings the server's state
             config.update({k: v for k, v in dict(run.config).items() if not k.startswith("_")})
             summary.update(dict(run.summary))
-        metrics, tags = _summary_parts(summary)
-        steps = _last_steps(summary)
+        metrics, tags = summary_parts(summary)
+        steps = last_steps(summary)
         state = _Open(
             run=run,
             project=project,
             experiment=experiment,
             name=name or (record.name if record else None) or run.name or run_id,
-            params=_user_config(config),
+            params=user_config(config),
             tags=tags,
             latest={k: (steps[k], v, 0) for k, v in metrics.items() if k in steps},
             started=record.started if record else datetime.now(timezone.utc),
@@ -658,7 +382,7 @@ class WandbBackend(Backend):
             state = self._open(run_id)
             if params:
                 values = dict(params)
-                with self._mapped(f"log params to run {run_id}"):
+                with mapped(f"log params to run {run_id}"):
                     state.run.config.update(values, allow_val_change=False)
                 state.params.update({k: value_text(v) for k, v in values.items()})
             if metrics:
@@ -755,23 +479,9 @@ class WandbBackend(Backend):
             for path in saved:
                 state.run.save(str(path), base_path=str(files), policy="now")
 
-    def _local_files(self, run_id: str, path: str) -> dict[str, Path]:
-        """The run's stored files at or under ``path`` in its local run directories."""
-        found: dict[str, Path] = {}
-        for log in self._logs(run_id):  # oldest first: later segments win
-            base = log.parent / "files" / FILES_PREFIX
-            where = base / path if path else base
-            if where.is_file():
-                found[path] = where
-            elif where.is_dir():
-                for item in where.rglob("*"):
-                    if item.is_file():
-                        found[item.relative_to(base).as_posix()] = item
-        return found
-
     def download_artifacts(self, run_id: str, path: str, dst: Path) -> Path:
         with self._lock:
-            local = self._local_files(run_id, path)
+            local = self._reader.files(run_id, path)
         if not local and not self.offline:
             return self._download_online(run_id, path, dst)
         if not local:
@@ -784,7 +494,7 @@ class WandbBackend(Backend):
 
     def _run_path(self, run_id: str) -> str:
         state = self._runs.get(run_id)
-        record = None if state else self._record(run_id)
+        record = None if state else self._reader.record(run_id)
         project = state.project if state else record.project if record else self.project
         if not project:
             raise NotFound(
@@ -795,7 +505,7 @@ class WandbBackend(Backend):
 
     def _download_online(self, run_id: str, path: str, dst: Path) -> Path:
         wanted = f"{FILES_PREFIX}/{path}" if path else FILES_PREFIX
-        with self._mapped(f"run {run_id}"):
+        with mapped(f"run {run_id}"):
             run = self._api().run(self._run_path(run_id))
             files = [f for f in run.files() if f.name == wanted or f.name.startswith(wanted + "/")]
         if not files:
@@ -814,28 +524,28 @@ class WandbBackend(Backend):
             state = self._runs.get(run_id)
             if state is not None:
                 return self._info_from_open(run_id, state)
-        record = self._record(run_id) if self.offline else None
+        record = self._reader.record(run_id) if self.offline else None
         if record is not None:
-            return self._info_from_record(record)
+            return record.info()
         if self.offline:
             raise NotFound(f"no W&B run {run_id!r} under {self.dir / 'wandb'}")
-        with self._mapped(f"run {run_id}"):
+        with mapped(f"run {run_id}"):
             return self._info_from_public(self._api().run(self._run_path(run_id)))
 
     def _info_from_public(self, run: Any) -> RunInfo:
         summary = dict(run.summary_metrics or {})
-        metrics, tags = _summary_parts(summary)
-        status = _status(None, summary, str(run.state))
+        metrics, tags = summary_parts(summary)
+        status = run_status(None, summary, str(run.state))
         return RunInfo(
             id=run.id,
             name=run.name or run.id,
             experiment=str(summary.get(EXPERIMENT_KEY) or run.project),
             status=status,
-            params=_user_config(run.config or {}),
+            params=user_config(run.config or {}),
             metrics=metrics,
             tags=tags,
-            start_time=_parse_time(run.created_at),
-            end_time=None if status == "RUNNING" else _parse_time(run.heartbeat_at),
+            start_time=parse_time(run.created_at),
+            end_time=None if status == "RUNNING" else parse_time(run.heartbeat_at),
         )
 
     def search_runs(self, query: Query) -> list[RunInfo]:
@@ -854,14 +564,14 @@ class WandbBackend(Backend):
             }
             open_runs = set(self._runs)
         by_run: dict[str, list[Path]] = {}
-        for log in self._logs():
+        for log in self._reader.logs():
             run_id = log.stem[len("run-") :]
             if run_id not in open_runs:
                 by_run.setdefault(run_id, []).append(log)
         for run_id, logs in by_run.items():
-            record = self._record(run_id, logs)
+            record = self._reader.record(run_id, logs)
             if record is not None and record.experiment in wanted:
-                infos[run_id] = self._info_from_record(record)
+                infos[run_id] = record.info()
         missing = wanted - {info.experiment for info in infos.values()}
         if missing:
             raise NotFound(
@@ -876,7 +586,7 @@ class WandbBackend(Backend):
         found: list[RunInfo] = []
         api = self._api()
         for experiment in query.experiments:
-            self._check_project(self.project or experiment)
+            check_project(self.project or experiment)
             conditions = [narrowed] if narrowed else []
             if self.project:
                 conditions.append({"group": experiment})
@@ -885,7 +595,7 @@ class WandbBackend(Backend):
                 filters = conditions[0] if len(conditions) == 1 else {"$and": conditions}
             path = self.project or experiment
             path = f"{self.entity}/{path}" if self.entity else path
-            with self._mapped(f"search runs of {path}"):
+            with mapped(f"search runs of {path}"):
                 runs = api.runs(
                     path,
                     filters=filters,
@@ -964,163 +674,42 @@ class WandbBackend(Backend):
                 "logged on another machine: load it with W&B online"
             )
         with tempfile.TemporaryDirectory(prefix="trackkit-wandb-") as tmp:
-            with self._mapped(f"model {uri}"):
+            with mapped(f"model {uri}"):
                 root = self._api().artifact(path, type=MODEL_TYPE).download(root=tmp)
             return models.load_package(Path(root))
 
     # -- registry -------------------------------------------------------------------------------
-    def _registry(self) -> LocalRegistry:
-        """The registry kept offline, read when replaying it to map its version numbers."""
-        if self._local is None:
-            from trackkit.local_registry import LocalRegistry
-
-            self._local = LocalRegistry(self.registry_path)
-        return self._local
-
-    @staticmethod
-    def _collection(name: str) -> str:
-        if not _ARTIFACT_NAME.fullmatch(name) or len(name) > MAX_NAME:
-            raise InvalidInput(
-                f"{name!r} cannot name a W&B Registry collection: use 1 to {MAX_NAME} letters, "
-                "digits, '-', '_' or '.'"
-            )
-        return f"{REGISTRY_PROJECT}/{name}"
-
     def offline_registry(self) -> Path | None:
         # Offline, the W&B Registry cannot be reached (linking needs a server): the core keeps
         # the registry in this file and `trackkit sync` repeats each change online.
         return self.registry_path if self.offline else None
 
     def check_registration(self, name: str, source: str, run_id: str | None) -> str | None:
-        self._collection(name)
-        if not source.startswith(URI_PREFIX):
-            raise InvalidInput(
-                f"the wandb backend registers models logged with log_model ({URI_PREFIX}... "
-                f"URIs), not {source!r}"
-            )
-        return run_id if run_id is not None else self._run_of(source)
-
-    @staticmethod
-    def _version_of(name: str, artifact: Any) -> ModelVersion:
-        meta = (artifact.metadata or {}).get("trackkit") or {}
-        version = str(artifact.version)
-        if meta.get("ref"):
-            source = f"{URI_PREFIX}{artifact.source_entity}/{artifact.source_project}/"
-            source += f"{str(artifact.source_name).split(':')[0]}:{meta['ref']}"
-        else:
-            source = f"{URI_PREFIX}{artifact.source_qualified_name}"
-        aliases = (a for a in artifact.aliases if a != "latest" and not re.fullmatch(r"v\d+", a))
-        return ModelVersion(
-            name=name,
-            version=int(version.lstrip("v")) + 1,  # W&B numbers from v0, trackkit from 1
-            aliases=tuple(sorted(aliases)),
-            run_id=meta.get("run_id"),
-            source=source,
-            description=artifact.description or None,
-            created_at=_parse_time(artifact.created_at),
-        )
-
-    def _member(self, name: str, ref: str) -> Any:
-        """The registry version ``<name>:<ref>`` (``v<n>`` or an alias), through the public API."""
-        with self._mapped(f"registered model {name!r} has no {ref!r}"):
-            return self._api().artifact(f"{self._collection(name)}:{ref}", type=MODEL_TYPE)
-
-    def _members(self, name: str) -> list[Any]:
-        with self._mapped(f"registered model {name!r}"):
-            found = list(self._api().artifacts(type_name=MODEL_TYPE, name=self._collection(name)))
-        if not found:
-            raise NotFound(f"no registered model named {name!r} in the W&B Registry")
-        return found
-
-    def _online_version(self, name: str, version: int) -> int:
-        """``version`` as W&B numbers it: when replaying offline work, match it by its source."""
-        if not self.from_offline:
-            return version
-        local = self._registry().get_model_version(name, version)
-        ref = local.source.rsplit(":", 1)[-1]
-        for member in self._members(name):
-            if ((member.metadata or {}).get("trackkit") or {}).get("ref") == ref:
-                return int(str(member.version).lstrip("v")) + 1
-        raise NotFound(
-            f"version {version} of {name!r}, registered offline from {local.source}, is not in "
-            "the W&B Registry yet; run `wandb sync` on its run, then `trackkit sync` again"
-        )
-
-    def _run_of(self, source: str) -> str | None:
-        """The run a model URI was logged from, when this machine logged it."""
-        path, _, ref = source[len(URI_PREFIX) :].rpartition(":")
-        parts = path.split("/")
-        if len(parts) < 2 or not ref:
-            return None
-        marker = self.model_store / parts[-2] / parts[-1] / f"{ref}.run_id"
-        return marker.read_text() if marker.is_file() else None
+        return self._registry.check_registration(name, source, run_id)
 
     def create_model_version(
         self, name: str, source: str, run_id: str | None, description: str | None
     ) -> ModelVersion:
-        self.check_registration(name, source, run_id)
-        collection = self._collection(name)
-        ref = source.rsplit(":", 1)[-1]
-        if self.from_offline:  # a replay after an interrupted sync must not link twice
-            with contextlib.suppress(NotFound):
-                for member in self._members(name):
-                    if ((member.metadata or {}).get("trackkit") or {}).get("ref") == ref:
-                        return self._version_of(name, member)
-        path = source[len(URI_PREFIX) :]
-        with self._mapped(f"model artifact {path}"):
-            artifact = self._api().artifact(path, type=MODEL_TYPE)
-        with self._mapped(f"link {path} to {collection}"):
-            linked = artifact.link(collection)
-            if description:
-                linked.description = description
-                linked.save()
-        return self._version_of(name, linked)
+        return self._registry.create_model_version(name, source, run_id, description)
 
     def get_model_version(self, name: str, version: int) -> ModelVersion:
-        return self._version_of(name, self._member(name, f"v{version - 1}"))
+        return self._registry.get_model_version(name, version)
 
     def get_model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
-        return self._version_of(name, self._member(name, alias))
+        return self._registry.get_model_version_by_alias(name, alias)
 
     def list_model_versions(self, name: str) -> list[ModelVersion]:
-        return [self._version_of(name, m) for m in self._members(name)]
+        return self._registry.list_model_versions(name)
 
     def set_model_alias(self, name: str, alias: str, version: int) -> None:
-        target = self._member(name, f"v{self._online_version(name, version) - 1}")
-        try:
-            holder = self._member(name, alias)
-        except NotFound:
-            holder = None
-        if holder is not None and holder.version != target.version:
-            # W&B keeps an alias on one version of a collection; move it explicitly
-            with self._mapped(f"move {name}@{alias}"):
-                holder.aliases = [a for a in holder.aliases if a != alias]
-                holder.save()
-        if alias not in target.aliases:
-            with self._mapped(f"set {name}@{alias}"):
-                target.aliases = [*target.aliases, alias]
-                target.save()
+        self._registry.set_model_alias(name, alias, version)
 
     def delete_model_alias(self, name: str, alias: str) -> None:
-        holder = self._member(name, alias)
-        with self._mapped(f"delete {name}@{alias}"):
-            holder.aliases = [a for a in holder.aliases if a != alias]
-            holder.save()
+        self._registry.delete_model_alias(name, alias)
 
     def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
-        member = self._member(name, f"v{self._online_version(name, version) - 1}")
-        with self._mapped(f"update version {version} of {name!r}"):
-            member.description = description
-            member.save()
-        return self._version_of(name, member)
+        return self._registry.update_model_version(name, version, description)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
-        if self._local is not None:
-            self._local.close()
-            self._local = None
-
-
-@hookimpl
-def trackkit_register_backends() -> list[type[Backend]]:
-    return [WandbBackend]
+        self._registry.close()

@@ -1,0 +1,131 @@
+"""Where trackkit's data sits in a W&B run, and how to read it back into trackkit's terms.
+
+Params are the run's config; each metric ``k`` has its own x-axis metric ``k:step``; tags,
+the run's status and (with a fixed ``project``) its experiment are summary keys with a ``:``
+in them, which no trackkit key can contain. See docs/wandb.md, "How trackkit maps onto W&B".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from trackkit.errors import InvalidInput
+from trackkit.normalize import value_text
+
+#: the x-axis of metric ``k`` is the metric ``k:step`` (":" never occurs in a trackkit key)
+STEP_SUFFIX = ":step"
+#: summary keys trackkit writes; ":" keeps them apart from any metric a user can log
+TAG_PREFIX = "tag:"
+STATUS_KEY = "trackkit:status"
+EXPERIMENT_KEY = "trackkit:experiment"
+#: run files trackkit stores live under this directory of the run's files
+FILES_PREFIX = "artifacts"
+URI_PREFIX = "wandb-artifact:///"
+MODEL_TYPE = "model"
+EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 130}
+MAX_WANDB_TAG = 64  # wandb.Settings rejects longer run tags
+MAX_NAME = 128  # W&B project, artifact and registry collection names
+_PROJECT_FORBIDDEN = re.compile(r"[/\\#?%:\r\n]")
+_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def check_project(project: str) -> None:
+    """Refuse a name W&B cannot take as a project."""
+    if (
+        not isinstance(project, str)
+        or not project
+        or _PROJECT_FORBIDDEN.search(project)
+        or len(project) > MAX_NAME
+    ):
+        raise InvalidInput(
+            f"{project!r} cannot be a W&B project name: 1 to {MAX_NAME} characters, "
+            "none of / \\ # ? % : or line breaks"
+        )
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A time as W&B writes it (epoch seconds or ISO text with nanoseconds), in UTC."""
+    if not value:
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    text = str(value).rstrip("Z")
+    if "." in text:  # W&B writes nanoseconds; datetime takes microseconds
+        head, frac = text.split(".", 1)
+        text = f"{head}.{frac[:6]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def param_text(value: Any) -> str:
+    """The trackkit text of a W&B config value (the inverse of logging a ParamValue)."""
+    if isinstance(value, (str, bool, int, float)):
+        return value_text(value)
+    if value is None:
+        return "None"
+    return json.dumps(value)
+
+
+def number(value: Any) -> float | None:
+    """A summary value as a metric value, or None when it is not one."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value in _SPECIAL_FLOATS:
+        return _SPECIAL_FLOATS[value]
+    return None
+
+
+def user_config(config: Mapping[str, Any]) -> dict[str, str]:
+    """The params in a W&B config (W&B's own entries start with ``_``)."""
+    return {k: param_text(v) for k, v in config.items() if not k.startswith("_")}
+
+
+def summary_parts(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """Metrics (latest value per key) and trackkit tags held in a W&B run summary."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for key, value in summary.items():
+        if key.startswith(TAG_PREFIX):
+            tags[key[len(TAG_PREFIX) :]] = str(value)
+        elif key.startswith(("_", "trackkit:")) or key.endswith(STEP_SUFFIX):
+            continue
+        elif (found := number(value)) is not None:
+            metrics[key] = found
+    return metrics, tags
+
+
+def last_steps(summary: Mapping[str, Any]) -> dict[str, int]:
+    """Each metric's step as the summary holds it (the step of its latest value)."""
+    steps = {}
+    for key, value in summary.items():
+        if key.endswith(STEP_SUFFIX) and isinstance(value, (int, float)):
+            steps[key[: -len(STEP_SUFFIX)]] = int(value)
+    return steps
+
+
+def run_status(exit_code: Any, summary: Mapping[str, Any], state: str | None = None) -> str:
+    """trackkit's status of a run, from its exit code (offline) or its W&B state (online)."""
+    recorded = summary.get(STATUS_KEY)
+    if state is not None:  # a run read through the public API
+        if state in ("running", "pending"):
+            return "RUNNING"
+        if state == "finished":
+            return "FINISHED"
+        if state == "killed":
+            return "KILLED"
+        return str(recorded) if recorded in ("FAILED", "KILLED") else "FAILED"
+    if exit_code is None:
+        return "RUNNING"
+    if exit_code == 0:
+        return "FINISHED"
+    return str(recorded) if recorded in ("FAILED", "KILLED") else "FAILED"
