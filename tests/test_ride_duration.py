@@ -6,11 +6,15 @@ a real gunicorn, all checked through MLflow's own client, never through trackkit
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
 import pickle
 import pickletools
+import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +41,8 @@ if str(REPO) not in sys.path:  # `examples` is a package of the repository, not 
 from examples.ride_duration import __main__ as flow  # noqa: E402
 from examples.ride_duration import data, registry, train  # noqa: E402
 
+#: settings that choose where runs and models are (a printed command must carry its own)
+SETTINGS = re.compile(r"^(TRACKKIT_|MLFLOW_|WANDB_|NEPTUNE_|RIDE_DURATION_)")
 #: a small flow: 2000 rides a month, the four baselines, one search trial, 20 rounds
 SMALL = ["--rows", "2000", "--trials", "1", "--rounds", "20"]
 RIDE = {"PULocationID": 74, "DOLocationID": 75, "trip_distance": 1.8}
@@ -215,21 +221,65 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def printed_serving_command(output: str) -> str:
+    """The gunicorn command the flow printed for the user, exactly as printed."""
+    (line,) = [x.strip() for x in output.splitlines() if "gunicorn --bind 127.0.0.1:9696" in x]
+    return line
+
+
+def is_own_tool(word: str, name: str, cwd: Path) -> bool:
+    """Whether ``word``, typed in a shell in ``cwd``, runs this environment's ``name`` script."""
+    found = shutil.which(word) if "/" not in word else str(cwd / word)
+    own = Path(sys.executable).parent / name
+    return found is not None and Path(found).exists() and os.path.samefile(found, own)
+
+
+def printed_command(output: str, marker: str) -> list[str]:
+    """The words of the one printed line containing ``marker``, without its shell comment."""
+    (line,) = [x for x in output.splitlines() if marker in x]
+    return shlex.split(line, comments=True)
+
+
+def printed_settings(command: str) -> dict[str, str]:
+    """The NAME=value settings a printed command starts with."""
+    settings = {}
+    for word in shlex.split(command):
+        name, sep, value = word.partition("=")
+        if not sep or not name.isidentifier():
+            break
+        settings[name] = value
+    return settings
+
+
 @contextlib.contextmanager
-def gunicorn(workdir: Path, env: dict[str, str]) -> Iterator[str]:
-    """Serve examples.ride_duration.service:app with gunicorn on a free 127.0.0.1 port."""
+def gunicorn(
+    workdir: Path, env: dict[str, str], printed: str | None = None, inherit: bool = True
+) -> Iterator[str]:
+    """Serve examples.ride_duration.service:app with gunicorn on a free 127.0.0.1 port.
+
+    ``printed``: run this command line, as the flow printed it, through the shell (only the
+    port is changed) instead of the test's own gunicorn command. ``inherit=False``: the
+    process gets no trackkit, MLflow, W&B or Neptune setting from this one, only ``env``.
+    """
     port = _free_port()
     log_path = workdir / f"gunicorn-{port}.log"
-    command = [
-        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-        "--timeout", "120", "examples.ride_duration.service:app",
-    ]  # fmt: skip
-    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    full_env = {**os.environ, "PYTHONPATH": pythonpath, **env}
+    base = dict(os.environ)
+    if not inherit:
+        base = {k: v for k, v in base.items() if not SETTINGS.match(k)}
+    if printed is None:
+        command: list[str] | str = [
+            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "--timeout", "120", "examples.ride_duration.service:app",
+        ]  # fmt: skip
+        pythonpath = os.pathsep.join(p for p in (str(REPO), base.get("PYTHONPATH")) if p)
+        full_env = {**base, "PYTHONPATH": pythonpath, **env}
+    else:
+        command = printed.replace("127.0.0.1:9696", f"127.0.0.1:{port}")
+        full_env = {**base, **env}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             command, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, shell=printed is not None,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -287,7 +337,8 @@ def check_bad_requests(url: str) -> None:
         assert status == 400, (body, answer)
         assert message in answer["error"], (body, answer)
     with urllib.request.urlopen(f"{url}/health", timeout=10) as answer:
-        assert json.loads(answer.read())["status"] == "ok"
+        health = json.loads(answer.read())
+        assert health["status"] == "ok" and health["backend"] and health["model_version"]
     with pytest.raises(urllib.error.HTTPError) as wrong_method:
         urllib.request.urlopen(f"{url}/predict", timeout=10)
     assert wrong_method.value.code == 405
@@ -383,7 +434,13 @@ def test_the_whole_flow_on_mlflow_sqlite_then_serve_it_with_gunicorn(
         assert f"[{stage}/6] " in output
     assert "registered:  ride-duration version 1 (versions kept: 1)" in output
     assert "aliases:     production -> v1 (new), staging -> v1" in output
-    assert "mlflow ui --backend-store-uri" in output
+    # what to type next: this environment's own tools, this store
+    tool, *args = printed_command(output, " ui --backend-store-uri ")
+    assert is_own_tool(tool, "mlflow", tmp_path)
+    assert args == ["ui", "--backend-store-uri", "sqlite:///mlflow.db"]
+    serving = printed_serving_command(output)
+    assert is_own_tool(shlex.split(serving)[0], "gunicorn", tmp_path)
+    assert printed_settings(serving) == {}  # MLflow's default store, in this directory
 
     best = check_training_runs(
         client, "ride-duration", done["flow_id"], list(train.MODEL_TYPES), trials=1
@@ -417,15 +474,17 @@ def test_the_whole_flow_on_mlflow_sqlite_then_serve_it_with_gunicorn(
     )
     pd.testing.assert_frame_equal(pd.read_parquet(logged), predictions)
 
-    # the web service, served by gunicorn, answers with version 1
-    env = {"MLFLOW_TRACKING_URI": sqlite_uri}
+    # the web service, started with the command the flow printed, answers with version 1
+    env = {"PYTHONPATH": str(REPO)}  # `examples` is found from the repository root
     expected = mlflow_prediction(sqlite_uri, "ride-duration", 1)
-    with gunicorn(tmp_path, env) as url:
+    with gunicorn(tmp_path, env, printed=serving, inherit=False) as url:
         status, answer = post_ride(url, RIDE)
         assert status == 200, answer
         assert answer["model_name"] == "ride-duration" and answer["model_version"] == 1
+        assert answer["backend"] == "mlflow"
         assert answer["duration"] == pytest.approx(expected, abs=0.006)
         check_bad_requests(url)
+    env = {"MLFLOW_TRACKING_URI": sqlite_uri}
 
     # the same command again: version 2, promoted (same data, same scores), version 1 kept
     _, output = run_flow(SMALL, sqlite_uri, tmp_path)
@@ -459,7 +518,12 @@ def test_flow_and_service_on_a_real_mlflow_server(mlflow_server: str, tmp_path: 
     argv += ["--experiment", experiment, "--model-name", name]
     done, output = run_flow(argv, mlflow_server, tmp_path)
 
-    assert f"open {mlflow_server}" not in output  # the hint follows MLFLOW_TRACKING_URI only
+    assert f"# open {mlflow_server} in a browser" in output  # the tracker's own server
+    serving = printed_serving_command(output)
+    assert printed_settings(serving) == {
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "RIDE_DURATION_MODEL_URI": f"models:/{name}@production",
+    }
     best = check_training_runs(client, experiment, done["flow_id"], ["xgboost"], trials=1)
     assert aliases(client, name) == {"staging": 1, "production": 1}
     assert client.get_model_version(name, "1").run_id == best.info.run_id
@@ -473,7 +537,8 @@ def test_flow_and_service_on_a_real_mlflow_server(mlflow_server: str, tmp_path: 
         "RIDE_DURATION_MODEL_URI": f"models:/{name}@production",
     }
     expected = mlflow_prediction(mlflow_server, name, 1)
-    with gunicorn(tmp_path, env) as url:
+    printed_env = {"PYTHONPATH": str(REPO)}
+    with gunicorn(tmp_path, printed_env, printed=serving, inherit=False) as url:
         status, answer = post_ride(url, RIDE)
         assert status == 200 and answer["model_name"] == name and answer["model_version"] == 1
         assert answer["duration"] == pytest.approx(expected, abs=0.006)
@@ -522,6 +587,63 @@ def test_flow_with_real_data_dir_names_the_missing_files(sqlite_uri: str, tmp_pa
     with pytest.raises(SystemExit, match=r"no green trip file for 2021-01 in .*tlc: expected one of "
                        r"green_tripdata_2021-01.parquet"):  # fmt: skip
         run_flow(["--data-dir", str(tmp_path / "tlc")], sqlite_uri, tmp_path)
+
+
+def run_module(workdir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m examples.ride_duration`` from ``workdir``, with no inherited settings."""
+    clean = {k: v for k, v in os.environ.items() if not SETTINGS.match(k)}
+    paths = [*env.pop("PYTHONPATH", "").split(os.pathsep), str(REPO), clean.get("PYTHONPATH")]
+    clean["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return subprocess.run(
+        [sys.executable, "-m", "examples.ride_duration", *SMALL, *args],
+        cwd=workdir,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_an_unknown_backend_is_one_line_and_status_2(tmp_path: Path) -> None:
+    done = run_module(tmp_path, {"TRACKKIT_BACKEND": "mlflw"})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("error: unknown trackkit backend 'mlflw'"), done.stderr
+    assert done.stderr.count("\n") == 1 and "'mlflow'" in done.stderr
+    assert not (tmp_path / "data").exists()  # it stopped before doing anything
+
+
+def test_a_missing_sdk_names_the_install_command_without_a_traceback(tmp_path: Path) -> None:
+    env = {"TRACKKIT_BACKEND": "wandb"}
+    if importlib.util.find_spec("wandb") is not None:
+        # Installed here: hide it behind a package that fails to import as a missing one does.
+        hidden = tmp_path / "hide-wandb" / "wandb"
+        hidden.mkdir(parents=True)
+        (hidden / "__init__.py").write_text(
+            "raise ModuleNotFoundError(\"No module named 'wandb'\", name='wandb')\n"
+        )
+        env["PYTHONPATH"] = str(hidden.parent)
+    done = run_module(tmp_path, dict(env))
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    first, second = done.stderr.splitlines()
+    assert first.startswith("error: the wandb backend needs the 'wandb' package")
+    assert "pip install 'trackkit[wandb]'" in first
+    # the command for this environment: its own python, this checkout in development mode
+    python = str(Path(sys.executable))
+    assert second == f"install it here with: {python} -m pip install -e '{REPO}[wandb]'"
+    # TRACKKIT_DEBUG=1 brings the traceback back
+    debug = run_module(tmp_path, {**env, "TRACKKIT_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+    assert "MissingDependencyError" in debug.stderr
+
+
+def test_wandb_online_without_a_key_says_what_to_set(tmp_path: Path) -> None:
+    pytest.importorskip("wandb")
+    home = tmp_path / "home"  # no ~/.netrc with a W&B key
+    home.mkdir()
+    done = run_module(tmp_path, {"TRACKKIT_BACKEND": "wandb", "HOME": str(home)})
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "set WANDB_API_KEY" in done.stderr and "TRACKKIT_OFFLINE=1" in done.stderr
 
 
 def test_flow_rejects_bad_options() -> None:

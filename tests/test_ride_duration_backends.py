@@ -10,6 +10,7 @@ registries' sqlite files with ``sqlite3``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -32,6 +33,16 @@ if str(REPO) not in sys.path:  # `examples` is a package of the repository, not 
 
 from examples.ride_duration import __main__ as flow  # noqa: E402
 from examples.ride_duration import train  # noqa: E402
+
+from test_ride_duration import (  # noqa: E402
+    RIDE,
+    gunicorn,
+    is_own_tool,
+    post_ride,
+    printed_command,
+    printed_serving_command,
+    printed_settings,
+)
 
 #: the small flow of test_ride_duration.py: 2000 rides a month, the four baselines, one search
 #: trial, 20 boosting rounds
@@ -73,6 +84,10 @@ def check_output(output: str) -> str:
     assert "registered:  ride-duration version 1 (versions kept: 1)" in output
     assert "aliases:     production -> v1 (new), staging -> v1" in output
     assert "'model_name': 'ride-duration', 'model_version': 1}" in output
+    # nothing but the example's own report on stdout: no SDK's messages
+    report = re.compile(r"(\[\d/6\] |      |Summary|Look at|Serve the|  |$)")
+    assert all(report.match(line) for line in output.splitlines()), output
+    assert "[neptune]" not in output and "wandb:" not in output
     found = re.search(r"tag flow_id=(\w+)\)", output)
     assert found, output
     return found[1]
@@ -152,7 +167,8 @@ def test_the_whole_flow_on_wandb_offline(tmp_path: Path) -> None:
     pytest.importorskip("wandb")
     from wandb_reader import WandbReader
 
-    flow_id = check_output(run_example("wandb", tmp_path))
+    output = run_example("wandb", tmp_path)
+    flow_id = check_output(output)
 
     reader = WandbReader(tmp_path / ".trackkit")
     by_project: dict[str, list[str]] = {}
@@ -196,6 +212,29 @@ def test_the_whole_flow_on_wandb_offline(tmp_path: Path) -> None:
     (log,) = reader.logs(scoring)
     logged = (log.parent / "files" / "artifacts" / PREDICTIONS).read_bytes()
     check_predictions(logged, tmp_path, reader.summary(scoring)["rides"])
+
+    # where to look: W&B's own terminal viewer on the offline runs, and how to upload them
+    tool, *args = printed_command(output, " leet ")
+    assert is_own_tool(tool, "wandb", tmp_path) and args == ["leet", ".trackkit/wandb"]
+    tool, *args = printed_command(output, " sync .trackkit/wandb/offline-run-* && ")
+    assert is_own_tool(tool, "wandb", tmp_path)
+    assert args[:3] == ["sync", ".trackkit/wandb/offline-run-*", "&&"]
+    assert is_own_tool(args[3], "trackkit", tmp_path) and args[4:] == ["sync"]
+    check_serving_as_printed(output, tmp_path, "wandb")
+
+
+def check_serving_as_printed(output: str, workdir: Path, backend: str) -> None:
+    """The printed serving command carries the backend's settings: run as printed, in a shell
+    that has none of them, the service answers with this backend's version 1."""
+    serving = printed_serving_command(output)
+    settings = printed_settings(serving)
+    assert settings["TRACKKIT_BACKEND"] == backend and settings["TRACKKIT_OFFLINE"] == "1"
+    assert settings["PYTHONPATH"].startswith(str(REPO))  # where this run found `examples`
+    with gunicorn(workdir, {}, printed=serving, inherit=False) as url:
+        status, answer = post_ride(url, RIDE)
+    assert status == 200, answer
+    assert answer["backend"] == backend
+    assert (answer["model_name"], answer["model_version"]) == (MODEL_NAME, 1)
 
 
 # -- Neptune offline ---------------------------------------------------------------------------
@@ -242,9 +281,12 @@ class OfflineRun:
 def test_the_whole_flow_on_neptune_offline(tmp_path: Path) -> None:
     pytest.importorskip("neptune")
 
-    flow_id = check_output(run_example("neptune", tmp_path))
+    output = run_example("neptune", tmp_path)
+    flow_id = check_output(output)
 
-    offline = sorted((tmp_path / ".neptune" / "offline").glob("run__*"))
+    # Neptune's offline data is in the trackkit directory, not in the working directory
+    assert not (tmp_path / ".neptune").exists()
+    offline = sorted((tmp_path / ".trackkit" / ".neptune" / "offline").glob("run__*"))
     runs = [OfflineRun(d) for d in offline]
     experiments = sorted({str(r.atoms[("trackkit", "experiment")]) for r in runs})
     assert experiments == [EXPERIMENT, f"{EXPERIMENT}-scoring"]
@@ -267,6 +309,26 @@ def test_the_whole_flow_on_neptune_offline(tmp_path: Path) -> None:
     assert scoring.params()["model.uri"] == "models:/ride-duration@production"
     assert scoring.params()["model.version"] == "1"
     check_predictions(scoring.files[PREDICTIONS].read_bytes(), tmp_path, scoring.metrics()["rides"])
+
+    # where to look: the copy into MLflow runs as printed (its `mlflow ui` half is a server)
+    assert " sync --path .trackkit --project WORKSPACE/PROJECT && " in output
+    check_serving_as_printed(output, tmp_path, "neptune")
+    copies = [x.strip() for x in output.splitlines() if " copy .trackkit/.neptune --to mlflow" in x]
+    if importlib.util.find_spec("mlflow") is None:
+        assert copies == []  # only offered when MLflow is installed
+        return
+    (look,) = copies
+    copy_command = look.split(" && ")[0]
+    done = subprocess.run(
+        copy_command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(done.stdout.splitlines()) == len(runs)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '.trackkit' / 'neptune-runs.db'}")
+    copied = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert sorted(r.data.params["model.type"] for r in copied) == expected_model_types()
 
 
 # -- Neptune debug (in memory, so in-process) --------------------------------------------------
@@ -303,6 +365,11 @@ def test_the_whole_flow_on_neptune_debug(tmp_path: Path, monkeypatch: pytest.Mon
         with contextlib.redirect_stdout(out):
             done = flow.main(SMALL, tracker)  # our tracker: main leaves it open for the reads
         assert check_output(out.getvalue()) == done["flow_id"]
+        # nothing survives the process: the hints say so instead of printing commands
+        assert "  # nothing: Neptune's debug mode kept the runs in this process's memory" in (
+            out.getvalue()
+        )
+        assert "gunicorn --bind" not in out.getvalue()
 
         # Read back with Neptune's own fetch()/fetch_values()/download() on the client's
         # in-memory run and model objects (debug runs stay open until the tracker closes).

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import trackkit
-from examples.ride_duration import EXPERIMENT, MODEL_NAME, data, registry, service
+from examples.ride_duration import (
+    EXPERIMENT,
+    MODEL_NAME,
+    PRODUCTION_URI,
+    data,
+    hints,
+    registry,
+    service,
+)
 from examples.ride_duration import score as scoring
 from examples.ride_duration import search as searching
 from examples.ride_duration import train as training
@@ -45,6 +53,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m examples.ride_duration",
         description="The course's ride-duration workflow, tracked with trackkit.",
+        epilog="The backend is chosen by TRACKKIT_BACKEND (default mlflow). Errors are one "
+        "line; TRACKKIT_DEBUG=1 shows the traceback.",
     )
     where = parser.add_argument_group("data")
     where.add_argument(
@@ -125,20 +135,6 @@ class Progress:
 
     def total(self) -> float:
         return time.monotonic() - self.start
-
-
-def _ui_hint(tracker: trackkit.Tracker) -> list[str]:
-    """Where to look at the runs and the registry."""
-    if tracker.backend_name != "mlflow":
-        return [f"the {tracker.backend_name} backend's UI ({tracker!r})"]
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        return [
-            "mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000)"
-        ]
-    if uri.startswith(("http://", "https://")):
-        return [f"open {uri}"]
-    return [f"mlflow ui --backend-store-uri {uri}"]
 
 
 def run_flow(args: argparse.Namespace, tracker: trackkit.Tracker) -> dict[str, Any]:
@@ -308,14 +304,17 @@ def print_summary(
         print(f"  {label + ':':<13}{text}")
     print()
     print("Look at the runs and the registered model:")
-    for hint in _ui_hint(tracker):
+    for hint in hints.look_hints(tracker, args.experiment):
         print(f"  {hint}")
-    print("Serve the production model:")
-    print("  gunicorn --bind 127.0.0.1:9696 examples.ride_duration.service:app")
-    print(
-        "  curl -s -X POST 127.0.0.1:9696/predict -H 'Content-Type: application/json' "
-        f"-d '{json.dumps(service.EXAMPLE)}'"
-    )
+    print("Serve the production model (from this directory; Ctrl-C stops it):")
+    serving = hints.serve_hints(tracker, f"models:/{args.model_name}@production", PRODUCTION_URI)
+    for hint in serving:
+        print(f"  {hint}")
+    if not serving[0].startswith("#"):
+        print(
+            "  curl -s -X POST 127.0.0.1:9696/predict -H 'Content-Type: application/json' "
+            f"-d '{json.dumps(service.EXAMPLE)}'"
+        )
 
 
 def main(
@@ -336,5 +335,24 @@ def main(
     return done
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``python -m examples.ride_duration``: the flow, with trackkit's errors as short messages.
+
+    A trackkit error (an unknown or uninstalled backend, missing credentials, bad input) is
+    printed as one line, plus the install command when a package is missing, and the exit
+    status is 2 for a setting to change, 1 otherwise. ``TRACKKIT_DEBUG=1`` shows the traceback.
+    """
+    try:
+        main(argv)
+    except trackkit.TrackkitError as e:
+        if os.environ.get("TRACKKIT_DEBUG", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise
+        for line in hints.error_lines(e):
+            print(line, file=sys.stderr)
+        usage = (trackkit.UnknownBackendError, trackkit.InvalidInput)
+        return 2 if isinstance(e, usage) else 1
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(cli(sys.argv[1:]))

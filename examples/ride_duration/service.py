@@ -1,4 +1,4 @@
-"""The web service: POST a ride, get its predicted duration and the model version that answered.
+"""The web service: POST a ride, get its predicted duration and the model that answered.
 
 The production model is loaded through trackkit once, when the app is created; serve it with
 gunicorn from the repository root::
@@ -7,17 +7,20 @@ gunicorn from the repository root::
 
     curl -s -X POST 127.0.0.1:9696/predict -H 'Content-Type: application/json' \\
         -d '{"PULocationID": 74, "DOLocationID": 75, "trip_distance": 1.8}'
-    {"duration": 8.91, "model_name": "ride-duration", "model_version": 1}
+    {"backend": "mlflow", "duration": 8.91, "model_name": "ride-duration", "model_version": 1}
 
 Environment: ``TRACKKIT_BACKEND`` and the backend's own settings (e.g. ``MLFLOW_TRACKING_URI``)
 choose where the model comes from; ``RIDE_DURATION_MODEL_URI`` which model (default
-``models:/ride-duration@production``). A promotion takes effect when the service restarts.
+``models:/ride-duration@production``). Every answer names the backend and the version, and
+the service says on stderr, when it starts, which model it serves from where. A promotion
+takes effect when the service restarts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, jsonify, request
@@ -58,6 +61,8 @@ def create_app(tracker: trackkit.Tracker | None = None, model_uri: str | None = 
 
     app = Flask("ride-duration")
     app.config["model_version"] = version
+    app.config["tracker"] = repr(tracker)
+    backend = tracker.backend_name
 
     @app.post("/predict")
     def predict() -> Any:
@@ -74,6 +79,7 @@ def create_app(tracker: trackkit.Tracker | None = None, model_uri: str | None = 
             return _error(400, str(e))
         duration = float(model.predict([features])[0])
         return jsonify(
+            backend=backend,
             duration=round(duration, 2),
             model_name=version.name,
             model_version=version.version,
@@ -81,7 +87,9 @@ def create_app(tracker: trackkit.Tracker | None = None, model_uri: str | None = 
 
     @app.get("/health")
     def health() -> Any:
-        return jsonify(status="ok", model_name=version.name, model_version=version.version)
+        return jsonify(
+            status="ok", backend=backend, model_name=version.name, model_version=version.version
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Any:  # JSON, not HTML, for 404, 405...
@@ -95,6 +103,13 @@ def __getattr__(name: str) -> Any:
     # loads no model.
     if name == "app":
         globals()["app"] = application = create_app()
+        version = application.config["model_version"]
+        print(
+            f"ride-duration service: {version.name} version {version.version} "
+            f"from {application.config['tracker']}",
+            file=sys.stderr,
+            flush=True,
+        )
         return application
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
