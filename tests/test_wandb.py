@@ -522,6 +522,56 @@ def test_params_are_config_under_the_same_flattened_keys(
     }  # typed, as W&B shows and filters them
 
 
+def test_params_read_back_with_the_text_they_were_logged_with(
+    offline: trackkit.Tracker, reader: WandbReader, root: Path
+) -> None:
+    values = {
+        "whole": 1.0,
+        "huge": 1e20,
+        "zero": -0.0,
+        "nan": math.nan,
+        "inf": -math.inf,
+        "big": 12345678901234567890,
+        "exact": 2**53,
+        "small": 0.1,
+        "tiny": 1e-7,
+        "count": 3,
+        "text": "1.0",
+        "flag": True,
+    }
+    expected = {key: str(value) for key, value in values.items()}  # what MLflow stores
+    with offline.start_run("texts") as run:
+        run.log_params(values)
+        assert offline.get_run(run.id).params == expected
+    # W&B's reader holds numbers as doubles and prints 1.0 back as 1; the SDK writes NaN as null
+    config = reader.config(run.id)
+    assert (config["whole"], config["huge"], config["nan"]) == (1, 10**20, None)
+    assert type(config["whole"]) is int and config["big"] != values["big"]
+    # so the logged text of those few is kept beside them, in the summary
+    kept = {k: v for k, v in reader.summary(run.id).items() if k.startswith("trackkit:param:")}
+    assert kept == {
+        "trackkit:param:whole": "1.0",
+        "trackkit:param:huge": "1e+20",
+        "trackkit:param:zero": "-0.0",
+        "trackkit:param:nan": "nan",
+        "trackkit:param:inf": "-inf",
+        "trackkit:param:big": "12345678901234567890",
+    }
+    assert reader.params(run.id) == expected
+    assert offline.get_run(run.id).params == expected
+    [found] = offline.search_runs("texts", filter="params.whole = '1.0' AND params.huge = '1e+20'")
+    assert found.id == run.id
+    # another process reads the same; resumed, the run takes the same values again, not others
+    again = trackkit.get_tracker("wandb", mode="offline", dir=root, settings=FAST)
+    assert again.get_run(run.id).params == expected
+    with again.start_run(run_id=run.id) as resumed:
+        resumed.log_params({"whole": 1.0, "huge": 1e20, "big": 12345678901234567890})
+        with pytest.raises(InvalidInput, match="whole"):
+            resumed.log_param("whole", 1)
+    again.close()
+    assert reader.params(run.id) == expected
+
+
 def test_status_maps_to_exit_codes_and_is_readable_back(
     offline: trackkit.Tracker, reader: WandbReader
 ) -> None:

@@ -94,7 +94,13 @@ class WandbReader:
         return {k: v for k, v in merged.items() if not k.startswith("_")}
 
     def params(self, run_id: str) -> dict[str, str]:
-        return {k: _text(v) for k, v in self.config(run_id).items()}
+        """The config as text; W&B's reader prints some numbers back changed (``1.0`` as ``1``),
+        so their logged text is kept in the summary as ``trackkit:param:<key>``."""
+        params = {k: _text(v) for k, v in self.config(run_id).items()}
+        for key, value in self.summary(run_id).items():
+            if key.startswith("trackkit:param:") and key[len("trackkit:param:") :] in params:
+                params[key[len("trackkit:param:") :]] = value
+        return params
 
     def summary(self, run_id: str) -> dict[str, Any]:
         merged: dict[str, Any] = {}

@@ -42,11 +42,12 @@ from trackkit.backends.wandb.keys import (
     TAG_PREFIX,
     URI_PREFIX,
     check_project,
+    kept_texts,
     last_steps,
+    params_of,
     parse_time,
     run_status,
     summary_parts,
-    user_config,
 )
 from trackkit.backends.wandb.query import to_wandb_filter, to_wandb_order
 from trackkit.backends.wandb.records import RecordReader
@@ -347,7 +348,7 @@ class WandbBackend(Backend):
             project=project,
             experiment=experiment,
             name=name or (record.name if record else None) or run.name or run_id,
-            params=user_config(config),
+            params=params_of(config, summary),
             tags=tags,
             latest={k: (steps[k], v, 0) for k, v in metrics.items() if k in steps},
             started=record.started if record else datetime.now(timezone.utc),
@@ -384,6 +385,8 @@ class WandbBackend(Backend):
                 values = dict(params)
                 with mapped(f"log params to run {run_id}"):
                     state.run.config.update(values, allow_val_change=False)
+                if kept := kept_texts(values):
+                    state.run.summary.update(kept)
                 state.params.update({k: value_text(v) for k, v in values.items()})
             if metrics:
                 self._log_points(state, metrics)
@@ -541,7 +544,7 @@ class WandbBackend(Backend):
             name=run.name or run.id,
             experiment=str(summary.get(EXPERIMENT_KEY) or run.project),
             status=status,
-            params=user_config(run.config or {}),
+            params=params_of(run.config or {}, summary),
             metrics=metrics,
             tags=tags,
             start_time=parse_time(run.created_at),

@@ -1,6 +1,7 @@
 """Where trackkit's data sits in a W&B run, and how to read it back into trackkit's terms.
 
-Params are the run's config; each metric ``k`` has its own x-axis metric ``k:step``; tags,
+Params are the run's config (with the exact text of the few values W&B's reader cannot give
+back kept in the summary as ``trackkit:param:<key>``); each metric ``k`` has its own x-axis metric ``k:step``; tags,
 the run's status and (with a fixed ``project``) its experiment are summary keys with a ``:``
 in them, which no trackkit key can contain. See docs/wandb.md, "How trackkit maps onto W&B".
 """
@@ -22,6 +23,8 @@ STEP_SUFFIX = ":step"
 #: summary keys trackkit writes; ":" keeps them apart from any metric a user can log
 TAG_PREFIX = "tag:"
 STATUS_KEY = "trackkit:status"
+#: ``trackkit:param:<key>`` holds the text of a param whose config value W&B reads back changed
+PARAM_PREFIX = "trackkit:param:"
 EXPERIMENT_KEY = "trackkit:experiment"
 #: run files trackkit stores live under this directory of the run's files
 FILES_PREFIX = "artifacts"
@@ -31,6 +34,7 @@ EXIT_CODES = {"FINISHED": 0, "FAILED": 1, "KILLED": 130}
 MAX_WANDB_TAG = 64  # wandb.Settings rejects longer run tags
 MAX_NAME = 128  # W&B project, artifact and registry collection names
 _PROJECT_FORBIDDEN = re.compile(r"[/\\#?%:\r\n]")
+_EXACT_INT = 2**53  # W&B's reader holds numbers as doubles: larger ints lose digits
 _SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -88,6 +92,34 @@ def number(value: Any) -> float | None:
 def user_config(config: Mapping[str, Any]) -> dict[str, str]:
     """The params in a W&B config (W&B's own entries start with ``_``)."""
     return {k: param_text(v) for k, v in config.items() if not k.startswith("_")}
+
+
+def kept_texts(params: Mapping[str, Any]) -> dict[str, str]:
+    """The summary entries that keep the text of params W&B cannot give back as logged.
+
+    W&B writes ``1.0`` into its record, but its reader (``wandb leet inspect``) holds numbers as
+    doubles and prints them back without a decimal point (``1``, ``100000000000000000000`` for
+    ``1e20``); the SDK writes NaN as null, and large ints lose digits. Every other value reads
+    back as it was logged, so only these are kept.
+    """
+    kept = {}
+    for key, value in params.items():
+        if isinstance(value, bool):
+            continue
+        if (isinstance(value, float) and (not math.isfinite(value) or value.is_integer())) or (
+            isinstance(value, int) and abs(value) > _EXACT_INT
+        ):
+            kept[PARAM_PREFIX + key] = value_text(value)
+    return kept
+
+
+def params_of(config: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, str]:
+    """The params of a run: its config, with the texts the summary keeps (see kept_texts)."""
+    params = user_config(config)
+    for key, value in summary.items():
+        if key.startswith(PARAM_PREFIX) and (name := key[len(PARAM_PREFIX) :]) in params:
+            params[name] = str(value)
+    return params
 
 
 def summary_parts(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:

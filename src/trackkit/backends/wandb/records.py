@@ -16,10 +16,10 @@ from typing import Any
 from trackkit.backends.wandb.keys import (
     EXPERIMENT_KEY,
     FILES_PREFIX,
+    params_of,
     parse_time,
     run_status,
     summary_parts,
-    user_config,
 )
 from trackkit.entities import RunInfo
 
@@ -50,7 +50,7 @@ class Record:
             name=self.name,
             experiment=self.experiment,
             status=run_status(self.exit_code, self.summary),
-            params=user_config(self.config),
+            params=params_of(self.config, self.summary),
             metrics=metrics,
             tags=tags,
             start_time=self.started,
