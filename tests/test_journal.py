@@ -177,7 +177,7 @@ def _format_2(path: Path, ops: list[jn.Entry], meta: dict[str, Any]) -> None:
 
 def test_a_format_2_journal_gains_checksums_and_the_marker(tmp_path: Path) -> None:
     path = tmp_path / f"local-{'2' * 32}.db"
-    _format_2(path, _points(5), {"backend": "example", "options": {}})
+    _format_2(path, _points(5), {"backend": "example", "options": {}, "experiment": "e"})
     assert jn.untrusted_reason(path) is None  # recognized as trackkit's without a marker
     journal = jn.Journal(path)
     assert [r[0] for r in journal.pending(10)] == [1, 2, 3, 4, 5]
@@ -277,7 +277,7 @@ def test_journal_directories_are_0700_and_its_files_0600(tmp_path: Path) -> None
 # -- damage, found --------------------------------------------------------------------------------
 def test_each_chunk_carries_its_checksum_and_count(tmp_path: Path) -> None:
     journal = jn.Journal(tmp_path / "r.db")
-    journal.set_meta(backend="example", options={})
+    journal.set_meta(backend="example", options={}, experiment="e")
     journal.append(_points(2500))
     assert journal.examine() == jn.Examination([], 2500, 0)
     journal.close()
@@ -309,7 +309,7 @@ def test_each_chunk_carries_its_checksum_and_count(tmp_path: Path) -> None:
 
 def test_a_chunk_gone_from_the_middle_is_missing_not_delivered(tmp_path: Path) -> None:
     journal = jn.Journal(tmp_path / "r.db")
-    journal.set_meta(backend="example", options={})
+    journal.set_meta(backend="example", options={}, experiment="e")
     journal.append(_points(3000))
     journal.ack_range(2001, 2100)  # partly acknowledged: a gap that is not damage
     journal.close()
@@ -564,3 +564,38 @@ def test_sync_reports_an_unreadable_journal_and_goes_on(tmp_path: Path) -> None:
     ]
     assert "newer trackkit" in (results[0].error or "")
     assert (directory / NAMES[0]).exists() and (directory / f"{NAMES[1]}.damaged").exists()
+
+
+def test_metadata_replay_cannot_use_is_damage_not_a_failure_forever(tmp_path: Path) -> None:
+    """Old sync raised KeyError on such journals every time; now each is set aside once."""
+    _example()
+    directory = jn.journal_dir(tmp_path)
+    bad = {
+        NAMES[0]: {"backend": "example", "options": {}},  # a run with neither id nor experiment
+        NAMES[1]: {"backend": "example", "options": "root=/"},
+        NAMES[2]: {"backend": ["example"], "options": {}},
+    }
+    for name, meta in bad.items():
+        journal = jn.Journal.create(directory, name[:-3], meta)
+        journal.append(_points(3))
+        journal.close()
+    results = {r.path.name: (r.outcome, r.error) for r in trackkit.sync(tmp_path)}
+    tail = "nothing can be replayed without its metadata"
+    assert results == {
+        NAMES[0]: (
+            "damaged",
+            "damaged: its metadata names neither the run nor its experiment; moved to "
+            f"{NAMES[0]}.damaged; {tail}",
+        ),
+        NAMES[1]: (
+            "damaged",
+            f"damaged: its metadata names no backend and options; moved to {NAMES[1]}.damaged; "
+            f"{tail}",
+        ),
+        NAMES[2]: (
+            "damaged",
+            f"damaged: its metadata names no backend and options; moved to {NAMES[2]}.damaged; "
+            f"{tail}",
+        ),
+    }
+    assert trackkit.sync(tmp_path) == []

@@ -57,6 +57,8 @@ METRIC, PARAM, TAG, END, ARTIFACT, START, DEFERRED = "m", "p", "t", "e", "a", "s
 BATCHED = frozenset((METRIC, PARAM, TAG))
 #: metadata a journal must hold to be replayed
 REQUIRED_META = ("backend", "options")
+#: operation numbers tried one by one past a damaged page before salvage gives up on the rest
+PROBES = 200_000
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _COMPANIONS = ("-wal", "-shm", ".lock")
@@ -697,14 +699,15 @@ class Journal:
     def _probe_keys(self) -> Iterator[tuple[int, int]]:
         """Chunk keys one at a time when sqlite cannot walk the whole table (a damaged page)."""
         pos, end = 0, max(self._next, (self._owner.high_water() if self._owner else None) or 0)
-        while pos <= end:
+        misses = 0
+        while pos <= end and misses < PROBES:
             try:
                 row = self._db.execute(
                     "SELECT first, count FROM chunks WHERE first >= ? ORDER BY first LIMIT 1",
                     (pos,),
                 ).fetchone()
             except sqlite3.DatabaseError:
-                pos += 1
+                pos, misses = pos + 1, misses + 1
                 continue
             if row is None:
                 return
@@ -726,9 +729,7 @@ class Journal:
                 problems.append(f"sqlite finds damage ({e})")
             try:
                 meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
-                missing = [k for k in REQUIRED_META if k not in meta]
-                if missing:
-                    problems.append(f"its metadata lacks {', '.join(missing)}")
+                problems += _meta_problems(meta)
             except (sqlite3.DatabaseError, ValueError) as e:
                 problems.append(f"its metadata is unreadable ({e})")
             try:
@@ -806,7 +807,7 @@ class Journal:
         _remove_db(salvage_path)
         saved = 0
         salvage: Journal | None = None
-        if all(k in meta for k in REQUIRED_META):
+        if not _meta_problems(meta):
             salvage = Journal(salvage_path, own=False)
             try:
                 with self._lock:
@@ -981,6 +982,26 @@ def set_aside_unreadable(path: Path) -> Path | None:
         return aside
     finally:
         owner.release(delete=True)
+
+
+def _meta_problems(meta: dict[str, Any]) -> list[str]:
+    """What a journal's metadata lacks for replay (a run needs its id or its experiment)."""
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        return [f"its metadata lacks {', '.join(missing)}"]
+    if not isinstance(meta["backend"], str) or not isinstance(meta["options"], dict):
+        return ["its metadata names no backend and options"]
+    if meta.get("kind") != "deferred" and not (meta.get("run_id") or meta.get("experiment")):
+        return ["its metadata names neither the run nor its experiment"]
+    return []
+
+
+def is_damage(error: sqlite3.DatabaseError) -> bool:
+    """Whether sqlite's error says the file is damaged (not merely busy or unwritable)."""
+    text = str(error).lower()
+    return isinstance(error, sqlite3.DatabaseError) and (
+        "not a database" in text or "malformed" in text or "corrupt" in text
+    )
 
 
 def _uncovered(lo: int, hi: int, ranges: list[tuple[int, int]]) -> int:

@@ -224,6 +224,8 @@ def _sync_one(
     except jn.Refused as e:
         return SyncResult(path, kind, None, "refused", 0, _one_line(str(e)))
     except sqlite3.DatabaseError as e:
+        if not jn.is_damage(e):  # busy, or an I/O error: nothing wrong with the file itself
+            return SyncResult(path, kind, None, "failed", 0, _one_line(f"{type(e).__name__}: {e}"))
         aside = jn.set_aside_unreadable(path)
         if aside is None:
             return None
