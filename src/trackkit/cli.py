@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TextIO
 
-from trackkit import __version__, plugins
+from trackkit import __version__, env, plugins
 from trackkit._secrets import redact, scrub
 from trackkit.errors import InvalidInput, NotFound, TrackkitError, UnknownBackendError
 
@@ -254,7 +254,7 @@ DEBUG_ENV = "TRACKKIT_DEBUG"
 EPILOG = (
     "Errors are printed as one line; --debug (or TRACKKIT_DEBUG=1) shows the traceback. "
     "Exit status: 0 done, 1 failed, 2 usage error (a bad option, an unknown backend, "
-    "invalid input, something named that does not exist)."
+    "invalid input, something named that does not exist); a command's --help tells its own."
 )
 
 
@@ -380,8 +380,7 @@ USAGE_ERRORS = (UnknownBackendError, InvalidInput, NotFound)
 
 
 def _debug(args: argparse.Namespace | None) -> bool:
-    flag = os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-    return flag or bool(getattr(args, "debug", False))
+    return env.flag(DEBUG_ENV) or bool(getattr(args, "debug", False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
