@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import trackkit
+from trackkit.backends.neptune import copy_runs, read_offline_runs
 from trackkit.cli import build_parser
-from trackkit.copy import copy_runs, read_offline_runs
 from trackkit.errors import InvalidInput, NotFound
 
 neptune = pytest.importorskip("neptune")

@@ -1,0 +1,227 @@
+"""Neptune's offline runs read from disk, without the ``neptune`` package.
+
+The client in offline mode appends every operation of a run as one JSON line to
+``.neptune/offline/run__<id>__<pid>__<key>/data-<n>.log`` (``AssignFloat``, ``LogFloats``,
+``UploadFile``...), keeps copies of uploaded files in ``upload_path/`` beside it and describes
+the run in ``metadata.json``. :func:`read_offline_runs` replays those logs into one
+:class:`~trackkit.backends.neptune.view.NeptuneRunData` per run; a line that cannot be read is
+skipped and noted.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import glob
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trackkit.backends.neptune.view import NeptuneRunData
+from trackkit.copy import bytes_source, file_source
+from trackkit.errors import InvalidInput, NotFound
+
+#: the layout version of offline directories this reader knows (neptune 1.x)
+STRUCTURE_VERSIONS = (3,)
+
+
+def _offline_root(source: Path) -> Path:
+    """The ``offline`` directory under ``source`` (a ``.neptune`` dir, its parent, or itself)."""
+    for candidate in (source / "offline", source / ".neptune" / "offline", source):
+        if candidate.is_dir() and candidate.name == "offline":
+            return candidate
+    raise InvalidInput(
+        f"{source} holds no Neptune offline data: expected a .neptune directory, a directory "
+        "containing one, its offline/ directory, or one offline run directory"
+    )
+
+
+def _container_id(directory: Path) -> str | None:
+    """The run id in an offline directory name (``run__<id>__<pid>__<key>``), or None."""
+    parts = directory.name.split("__")
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) in (2, 4) and parts[0] == "run":
+        return parts[1]
+    return None
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "metadata.json").is_file() or any(path.glob("data-*.log")))
+
+
+def offline_run_dirs(source: str | Path) -> dict[str, list[Path]]:
+    """Every offline run under ``source``: run id -> its directories (one per process), oldest first.
+
+    Raises:
+        InvalidInput: ``source`` holds no Neptune offline data.
+    """
+    path = Path(source)
+    if _is_run_dir(path) and _container_id(path):
+        return {str(_container_id(path)): [path]}
+    found: dict[str, list[tuple[str, Path]]] = {}
+    for directory in sorted(_offline_root(path).iterdir()):
+        run_id = _container_id(directory)
+        if run_id is None or not _is_run_dir(directory):
+            continue
+        created = str(_metadata(directory).get("createdAt", ""))
+        found.setdefault(run_id, []).append((created, directory))
+    return {k: [d for _, d in sorted(v)] for k, v in sorted(found.items())}
+
+
+def _metadata(directory: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((directory / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _log_files(directory: Path) -> list[Path]:
+    def first_version(path: Path) -> int:
+        number = path.stem.split("-", 1)[-1]
+        return int(number) if number.isdigit() else 0
+
+    return sorted(directory.glob("data-*.log"), key=first_version)
+
+
+def _int_file(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def read_offline_runs(
+    source: str | Path, run_ids: Sequence[str] | None = None
+) -> list[NeptuneRunData]:
+    """Replay the operation logs of every offline run under ``source`` (or of ``run_ids``).
+
+    Returns:
+        One :class:`~trackkit.backends.neptune.view.NeptuneRunData` per run, oldest first; what
+        could not be read is listed in its ``skipped``.
+
+    Raises:
+        InvalidInput: ``source`` holds no Neptune offline data.
+        NotFound: a run in ``run_ids`` is not there.
+    """
+    directories = offline_run_dirs(source)
+    if run_ids is not None:
+        missing = [r for r in run_ids if r not in directories]
+        if missing:
+            raise NotFound(f"no Neptune offline run {missing[0]!r} under {source}")
+        directories = {r: directories[r] for r in run_ids}
+    runs = []
+    for run_id, dirs in directories.items():
+        data = NeptuneRunData(id=run_id)
+        for directory in dirs:
+            meta = _metadata(directory)
+            version = meta.get("structureVersion")
+            if version is not None and version not in STRUCTURE_VERSIONS:
+                data.skipped.append(
+                    f"{directory.name}: layout version {version} is not one this reader knows"
+                )
+            created = meta.get("createdAt")
+            if data.created is None and isinstance(created, str):
+                with contextlib.suppress(ValueError):
+                    data.created = datetime.fromisoformat(created)
+            _replay(directory, data)
+        runs.append(data)
+    runs.sort(key=lambda d: (d.created or datetime.min.replace(tzinfo=timezone.utc), d.id))
+    return runs
+
+
+def _replay(directory: Path, data: NeptuneRunData) -> None:
+    acknowledged = _int_file(directory / "last_ack_version")
+    for log in _log_files(directory):
+        with open(log, encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    op = entry["obj"]
+                    path = "/".join(op["path"])
+                except (ValueError, KeyError, TypeError):
+                    data.skipped.append(f"{log.name}:{number}: unreadable line")
+                    continue
+                if int(entry.get("version", acknowledged + 1)) <= acknowledged:
+                    continue  # already sent to a server by the client itself
+                _apply(op, path, directory, data)
+
+
+def _forget(data: NeptuneRunData, path: str) -> None:
+    prefix = path + "/"
+    for store in (
+        data.atoms, data.float_series, data.string_series, data.string_sets,
+        data.files, data.file_sets, data.images,
+    ):  # fmt: skip
+        for key in [k for k in store if k == path or k.startswith(prefix)]:
+            del store[key]
+
+
+def _apply(op: dict[str, Any], path: str, directory: Path, data: NeptuneRunData) -> None:
+    kind = op.get("type")
+    if kind in ("AssignFloat", "AssignInt", "AssignBool", "AssignString"):
+        data.atoms[path] = op["value"]
+    elif kind == "AssignDatetime":
+        data.atoms[path] = datetime.fromtimestamp(op["value"] / 1000, tz=timezone.utc)
+    elif kind == "DeleteAttribute":
+        _forget(data, path)
+    elif kind == "LogFloats":
+        data.float_series.setdefault(path, []).extend(
+            (v.get("step"), float(v["value"]), v.get("ts")) for v in op["values"]
+        )
+    elif kind == "ClearFloatLog":
+        data.float_series[path] = []
+    elif kind == "ConfigFloatSeries":
+        data.float_series.setdefault(path, [])
+    elif kind == "LogStrings":
+        data.string_series.setdefault(path, []).extend(
+            (v.get("step"), str(v["value"]), v.get("ts")) for v in op["values"]
+        )
+    elif kind == "ClearStringLog":
+        data.string_series[path] = []
+    elif kind == "AddStrings":
+        data.string_sets.setdefault(path, set()).update(op["values"])
+    elif kind == "RemoveStrings":
+        data.string_sets.setdefault(path, set()).difference_update(op["values"])
+    elif kind == "ClearStringSet":
+        data.string_sets[path] = set()
+    elif kind == "UploadFile":
+        tmp = op.get("tmp_file_name")
+        local = directory / "upload_path" / tmp if tmp else Path(op.get("file_path") or "")
+        if local.is_file():
+            data.files[path] = file_source(local)
+            data.file_extensions[path] = str(op.get("ext") or "")
+        else:
+            data.skipped.append(f"{path}: the uploaded file {str(local)!r} is gone")
+    elif kind == "UploadFileContent":
+        data.files[path] = bytes_source(base64.b64decode(op["file_content"]))
+        data.file_extensions[path] = str(op.get("ext") or "")
+    elif kind == "UploadFileSet":
+        found = [
+            Path(p)
+            for pattern in op.get("file_globs", [])
+            for p in glob.glob(pattern, recursive=True)
+            if Path(p).is_file()
+        ]
+        if str(op.get("reset")) == "True":
+            data.file_sets[path] = found
+        else:
+            data.file_sets.setdefault(path, []).extend(found)
+    elif kind == "LogImages":
+        for v in op["values"]:
+            image = v.get("value") or {}
+            payload = image.get("data") if isinstance(image, dict) else image
+            if payload:
+                name = image.get("name") if isinstance(image, dict) else None
+                data.images.setdefault(path, []).append(
+                    (v.get("step"), base64.b64decode(payload), name)
+                )
+    elif kind == "ClearImageLog":
+        data.images[path] = []
+    else:
+        data.skipped.append(f"{path}: {kind} operations are not copied")
