@@ -18,7 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trackkit.copy import copy_runs
+    from trackkit.backends.neptune import copy_runs
     from trackkit.entities import ModelRef, ModelVersion, RunInfo
     from trackkit.errors import (
         BackendError,
@@ -84,7 +84,7 @@ _LAZY = {
     ),
     "trackkit.hookspecs": ("hookimpl",),
     "trackkit.sync": ("sync", "SyncResult"),
-    "trackkit.copy": ("copy_runs",),
+    "trackkit.backends.neptune": ("copy_runs",),  # Neptune offline runs, to any backend
     "trackkit.run": ("Run",),
     "trackkit.tracker": ("Tracker", "get_tracker"),
 }
