@@ -873,18 +873,66 @@ def test_the_core_keeps_the_offline_registry_and_never_replays_it_offline(
 
 
 def test_replay_options_carry_no_secret_and_send_offline_work_online(root: Path) -> None:
-    backend = WandbBackend(
-        mode="offline", dir=root, entity="ana", settings={**FAST, "http_proxy": "http://u:pw@p"}
-    )
+    settings = {**FAST, "http_proxy": "http://u:pw@p", "base_url": "https://u:pw@w.example"}
+    backend = WandbBackend(mode="offline", dir=root, entity="ana", settings=settings)
     options = backend.replay_options()
     assert options == {
         "dir": str(root.resolve()),
         "registry": str(root.resolve() / "trackkit-wandb" / "registry.db"),
         "entity": "ana",
-        "settings": FAST,
+        "settings": {**FAST, "base_url": "https://u@w.example"},
         "mode": "online",
         "from_offline": True,
     }
+
+
+def _bytes_under(*roots: Path) -> dict[Path, bytes]:
+    """Every file under ``roots``, a linked file (W&B links its core log) read through its link."""
+    return {p: p.read_bytes() for root in roots for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_password_in_base_url_stays_out_of_journals_w_and_b_files_and_messages(
+    root: Path, tmp_path: Path
+) -> None:
+    password = "pw-" + "c0ffee" * 4
+    base_url = f"https://ana:{password}@wandb.example.com"
+    settings = {**FAST, "x_disable_meta": False, "x_disable_machine_info": False}
+    settings["base_url"] = base_url
+    journals = tmp_path / "journals"
+    tracker = trackkit.get_tracker(
+        "wandb", mode="offline", dir=root, settings=settings, journal_dir=journals
+    )
+    pipeline, _ = _pipeline()
+    with tracker.start_run("secrets") as run:
+        run.log_params({"p": 1, "url": "https://wandb.example.com"})
+        run.log_metric("m", 1.0)
+        ref = run.log_model(pipeline)
+        while_open = _bytes_under(journals)  # the run's journal, with its replay options
+    tracker.register_model(ref, "secret-model")  # deferred: journaled for `trackkit sync`
+    tracker.set_model_alias("secret-model", "production", 1)
+    shown = [
+        repr(tracker),
+        tracker.backend.describe(),
+        json.dumps(tracker.backend.replay_options()),
+    ]
+    with pytest.raises(InvalidInput) as caught:
+        trackkit.get_tracker("wandb", mode="offline", dir=root, settings={**settings, "nope": 1})
+    shown.append(str(caught.value))
+    tracker.close()
+
+    [run_file] = WandbReader(root).logs(run.id)
+    stored = {**while_open, **_bytes_under(journals, root)}
+    assert run_file in stored
+    # the run's journal records where it goes, without the password
+    assert any(b"https://ana@wandb.example.com" in blob for blob in while_open.values())
+    assert any(p.name.startswith("deferred-") for p in stored)
+    assert [p for p, blob in stored.items() if password.encode() in blob] == []
+    assert [text for text in shown if password in text] == []
+    # the address itself is kept (sync sends a journal only where it was meant to go)
+    [deferred] = journals.glob("**/deferred-*.db")
+    journal = jn.Journal(deferred, own=False)
+    assert journal.meta()["options"]["settings"]["base_url"] == "https://ana@wandb.example.com"
+    journal.close()
 
 
 def test_the_api_key_stays_out_of_reprs_messages_and_journals(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from trackkit import env
 from trackkit._lazy import import_sdk
-from trackkit._secrets import redact
+from trackkit._secrets import redact, without_password
 from trackkit.backend import Backend, Capabilities, Limits
 from trackkit.backends.wandb.keys import (
     EXIT_CODES,
@@ -67,6 +67,17 @@ if TYPE_CHECKING:
 LOG_FLUSH_INTERVAL = 0.5
 _NOT_ARTIFACT_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
 _SECRET_SETTING = re.compile(r"key|token|secret|password|credential|proxy|header", re.IGNORECASE)
+
+
+def _without_passwords(value: Any) -> Any:
+    """A setting's value with no password or token in the URIs it holds (``base_url``...)."""
+    if isinstance(value, str):
+        return without_password(value)
+    if isinstance(value, Mapping):
+        return {k: _without_passwords(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_without_passwords(v) for v in value)
+    return value
 
 
 @dataclass
@@ -196,6 +207,8 @@ class WandbBackend(Backend):
 
     def _sdk_settings(self) -> Any:
         settings = dict(self._settings)
+        if self.mode == "offline":  # nothing is sent: W&B's files need no password
+            settings = {k: _without_passwords(v) for k, v in settings.items()}
         if "x_transaction_log_flush_interval" in getattr(self._wandb.Settings, "model_fields", {}):
             settings.setdefault("x_transaction_log_flush_interval", LOG_FLUSH_INTERVAL)
         return self._wandb.Settings(**settings)
@@ -222,13 +235,19 @@ class WandbBackend(Backend):
         return f"wandb ({self.mode}{who}{where}, dir {self.dir})"
 
     def replay_options(self) -> dict[str, Any]:
-        # W&B reads its API key from the environment or netrc; no secret is ever recorded.
+        # W&B reads its API key from the environment or netrc; no secret is ever recorded: no
+        # secret-named setting, no password inside an address (sync compares addresses without
+        # them, and the password comes from the configuration sync runs with).
         options: dict[str, Any] = {"dir": str(self.dir), "registry": str(self.registry_path)}
         if self.project:
             options["project"] = self.project
         if self.entity:
             options["entity"] = self.entity
-        settings = {k: v for k, v in self._settings.items() if not _SECRET_SETTING.search(k)}
+        settings = {
+            k: _without_passwords(v)
+            for k, v in self._settings.items()
+            if not _SECRET_SETTING.search(k)
+        }
         if settings:
             options["settings"] = settings
         options["mode"] = "online"  # syncing means carrying the work to W&B
