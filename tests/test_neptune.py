@@ -376,6 +376,75 @@ def test_tokens_never_show(
     lenient.close()
 
 
+def _all_bytes(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def test_a_password_in_api_url_is_never_written_or_shown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = "pw-7f3a9c1e-secret"
+    url = f"https://ana:{password}@nep.local"
+    # offline: Neptune's run files, the offline registry, the run's and the deferred journals
+    offline = trackkit.get_tracker(
+        "neptune",
+        mode="offline",
+        project="ws/proj",
+        api_url=url,
+        data_dir=tmp_path / "off" / ".neptune",
+        registry_path=tmp_path / "off" / "registry.db",
+        journal_dir=tmp_path / "off" / "tk",
+    )
+    with offline.start_run(experiment="e") as run:
+        run.log_metric("m", 1.0)
+    offline.register_model(f"runs:/{run.id}/model", "ride")
+    offline.set_model_alias("ride", "production", 1)
+    backend = offline.backend
+    shown = [repr(offline), backend.describe(), repr(vars(backend))]
+    assert backend.replay_options()["api_url"] == "https://ana@nep.local"
+    offline.close()
+    written = _all_bytes(tmp_path / "off")
+    assert b"https://ana@nep.local" in written  # the journal names the address, not the password
+    assert list((tmp_path / "off" / ".neptune" / "offline").glob("run__*/data-*.log"))
+    # replayed with the whole address given again: it is the journal's address, so it is used
+    server = FakeNeptuneServer(monkeypatch)
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", TOKEN)
+    results = trackkit.sync(tmp_path / "off" / "tk", "neptune", api_url=url)
+    assert [(r.kind, r.outcome, r.operations) for r in results] == [("deferred", "delivered", 2)]
+    assert json.loads(base64.b64decode(server.tokens[-1]))["api_url"] == url
+    monkeypatch.delenv("NEPTUNE_API_TOKEN")
+
+    # a server that refuses: the message, the warning, the log and the run's journal are clean
+    server = FakeNeptuneServer(monkeypatch, fail_with=f"cannot reach {url} with {{token}}")
+    options = {"project": "ws/proj", "api_token": TOKEN, "api_url": url}
+    strict = trackkit.get_tracker("neptune", mode="async", strict=True, **options)
+    with pytest.raises(BackendError) as caught:
+        strict.start_run(experiment="e")
+    assert "cannot reach *** with ***" in str(caught.value)
+    shown += [
+        repr(strict),
+        strict.backend.describe(),
+        repr(vars(strict.backend)),
+        str(caught.value),
+    ]
+    assert strict.backend.describe() == "neptune (async, project ws/proj on https://ana@nep.local)"
+    lenient = trackkit.get_tracker(
+        "neptune", mode="async", journal_dir=tmp_path / "srv", end_timeout=0.5, **options
+    )
+    with pytest.warns(trackkit.TrackkitWarning) as warned:
+        lenient.start_run(experiment="e").end()  # kept in the journal for `trackkit sync`
+    shown += [str(w.message) for w in warned] + [caplog.text]
+    strict.close()
+    lenient.close()
+    # the client itself was given the whole address, inside the token
+    assert json.loads(base64.b64decode(server.tokens[-1]))["api_url"] == url
+    written += _all_bytes(tmp_path / "srv")
+    assert b"https://ana@nep.local" in _all_bytes(tmp_path / "srv")
+    for text in shown:
+        assert password not in text, text
+    assert password.encode() not in written
+
+
 # -- the offline registry, deferred to the server ----------------------------------------------------
 def test_offline_registry_defers_its_calls_and_sync_repeats_them_on_the_server(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path

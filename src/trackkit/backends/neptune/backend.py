@@ -10,6 +10,7 @@ This module adapts trackkit's calls to the client; where each piece of a run goe
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import os
@@ -20,10 +21,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 from trackkit import env
 from trackkit._lazy import import_sdk
-from trackkit._secrets import redact
+from trackkit._secrets import redact, without_password
 from trackkit.backend import Backend, Capabilities, Limits
 from trackkit.backends.neptune.client import NeptuneClient, Secret, decode_token
 from trackkit.backends.neptune.keys import (
@@ -87,6 +89,18 @@ class _Run:
     labels: dict[str, str] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     ended: bool = False
+
+
+def _address_secrets(url: str | None) -> list[Secret]:
+    """The credentials inside a server address (``https://user:password@host``), if any."""
+    if not url or without_password(url) == url:
+        return []
+    found = [Secret(url)]
+    with contextlib.suppress(ValueError):
+        password = urlsplit(url).password
+        if password and len(password) >= 4:  # shorter ones are masked in the address only
+            found += [Secret(password), Secret(unquote(password))]
+    return found
 
 
 def _artifact_conflict(files: set[str], path: str) -> str | None:
@@ -157,7 +171,9 @@ class NeptuneBackend(Backend):
         self.project = project or os.environ.get("NEPTUNE_PROJECT") or None
         token = api_token or os.environ.get("NEPTUNE_API_TOKEN") or None
         self.mode = self._resolve_mode(mode, token)
-        self.api_url = api_url
+        # a password in the address stays in memory: what is written down (journals, the
+        # description) is the address without it, and messages mask it
+        self.api_url = without_password(api_url) if api_url else None
         self.data_dir = Path(
             data_dir
             or os.environ.get("NEPTUNE_DATA_DIRECTORY")
@@ -170,6 +186,7 @@ class NeptuneBackend(Backend):
         self.monitoring = bool(monitoring)
         secret: Secret | None = None
         secrets = [Secret(token)] if token else []
+        secrets += _address_secrets(api_url)
         self.server: str | None = None
         if self.mode in SERVER_MODES:
             if not self.project:
@@ -189,7 +206,7 @@ class NeptuneBackend(Backend):
             secret = Secret(token)
             secrets.append(secret)
             address = data.get("api_url") or data.get("api_address")
-            self.server = str(address) if address else None
+            self.server = without_password(str(address)) if address else None
         # Neptune cannot reopen an offline run; Backend declares capabilities per class, but
         # the core reads them from the instance, so one instance may narrow them (as limits)
         self.capabilities = replace(type(self).capabilities, resume=self.mode != "offline")
