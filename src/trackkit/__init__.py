@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trackkit.backends.neptune import copy_runs
-    from trackkit.entities import ModelRef, ModelVersion, RunInfo
+    from trackkit.entities import (
+        ArtifactInfo,
+        MetricPoint,
+        ModelRef,
+        ModelVersion,
+        RegisteredModel,
+        RunInfo,
+    )
     from trackkit.errors import (
         BackendError,
         InvalidInput,
@@ -35,18 +42,31 @@ if TYPE_CHECKING:
         active_run,
         end_run,
         get_default_tracker,
+        get_tracking_uri,
+        last_active_run,
+        load_model,
         log_artifact,
+        log_dict,
+        log_figure,
         log_metric,
         log_metrics,
         log_model,
         log_param,
         log_params,
+        log_table,
+        log_text,
+        register_model,
+        search_runs,
+        set_experiment,
         set_tag,
         set_tags,
         set_tracker,
+        set_tracking_uri,
         start_run,
     )
     from trackkit.hookspecs import hookimpl
+    from trackkit.integrations.autolog import autolog
+    from trackkit.models import Signature
     from trackkit.run import Run
     from trackkit.sync import SyncResult, sync
     from trackkit.tracker import Tracker, get_tracker
@@ -55,7 +75,14 @@ __version__ = "0.1.0"
 
 # Public names are imported on first access, so `import trackkit` costs almost nothing.
 _LAZY = {
-    "trackkit.entities": ("ModelRef", "ModelVersion", "RunInfo"),
+    "trackkit.entities": (
+        "ArtifactInfo",
+        "MetricPoint",
+        "ModelRef",
+        "ModelVersion",
+        "RegisteredModel",
+        "RunInfo",
+    ),
     "trackkit.errors": (
         "BackendError",
         "InvalidInput",
@@ -71,18 +98,31 @@ _LAZY = {
         "active_run",
         "end_run",
         "get_default_tracker",
+        "get_tracking_uri",
+        "last_active_run",
+        "load_model",
         "log_artifact",
+        "log_dict",
+        "log_figure",
         "log_metric",
         "log_metrics",
         "log_model",
         "log_param",
         "log_params",
+        "log_table",
+        "log_text",
+        "register_model",
+        "search_runs",
+        "set_experiment",
         "set_tag",
         "set_tags",
         "set_tracker",
+        "set_tracking_uri",
         "start_run",
     ),
     "trackkit.hookspecs": ("hookimpl",),
+    "trackkit.integrations.autolog": ("autolog",),
+    "trackkit.models": ("Signature",),
     "trackkit.sync": ("sync", "SyncResult"),
     "trackkit.backends.neptune": ("copy_runs",),  # Neptune offline runs, to any backend
     "trackkit.run": ("Run",),
@@ -112,15 +152,19 @@ def available_backends() -> list[str]:
 
 
 __all__ = [
+    "ArtifactInfo",
     "BackendError",
     "InvalidInput",
     "JournalError",
+    "MetricPoint",
     "MissingDependencyError",
     "ModelRef",
     "ModelVersion",
     "NotFound",
+    "RegisteredModel",
     "Run",
     "RunInfo",
+    "Signature",
     "SyncResult",
     "Tracker",
     "TrackkitError",
@@ -129,21 +173,33 @@ __all__ = [
     "UnsupportedOperation",
     "__version__",
     "active_run",
+    "autolog",
     "available_backends",
     "copy_runs",
     "end_run",
     "get_default_tracker",
     "get_tracker",
+    "get_tracking_uri",
     "hookimpl",
+    "last_active_run",
+    "load_model",
     "log_artifact",
+    "log_dict",
+    "log_figure",
     "log_metric",
     "log_metrics",
     "log_model",
     "log_param",
     "log_params",
+    "log_table",
+    "log_text",
+    "register_model",
+    "search_runs",
+    "set_experiment",
     "set_tag",
     "set_tags",
     "set_tracker",
+    "set_tracking_uri",
     "start_run",
     "sync",
 ]

@@ -8,6 +8,7 @@ can do in :class:`Capabilities`; the core answers every other request with a uni
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
@@ -20,7 +21,18 @@ from trackkit.errors import BackendError, TrackkitError, UnsupportedOperation
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from trackkit.entities import Metric, ModelRef, ModelVersion, ParamValue, RunHandle, RunInfo
+    from trackkit.entities import (
+        ArtifactInfo,
+        Metric,
+        MetricPoint,
+        ModelRef,
+        ModelVersion,
+        ParamValue,
+        RegisteredModel,
+        RunHandle,
+        RunInfo,
+    )
+    from trackkit.models import Signature
     from trackkit.search import Query
 
 
@@ -38,6 +50,18 @@ class Capabilities:
     resume: bool = False
     download_artifacts: bool = False
     native_tables: bool = False
+    #: runs can have a parent run (``start_run(parent=...)``), stored natively and read back
+    #: as ``RunInfo.parent_id``
+    nested_runs: bool = False
+    #: the read side (what ``trackkit runs``/``history`` and a copier use; ``search_runs`` and
+    #: ``download_artifacts`` above are part of it): every stored point of a metric
+    metric_history: bool = False
+    #: the entries of a run's artifacts, with their sizes
+    list_artifacts: bool = False
+    #: the names of every experiment
+    list_experiments: bool = False
+    #: the registered models, with their descriptions, aliases, latest versions and tags
+    list_registered_models: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -93,6 +117,11 @@ class Backend(ABC):
         """Create a run in ``experiment`` (created if missing), or resume ``run_id``.
 
         ``experiment`` is None only when resuming: the run's own experiment applies.
+
+        A backend that declares ``nested_runs`` also takes the keyword ``parent_id: str | None
+        = None`` (a backend run id): the new run is a child of that run. The core passes it
+        only when a parent is given, and only to such a backend (see :func:`start_run`), so a
+        backend without nested runs keeps this signature and its type checks unchanged.
         """
 
     @abstractmethod
@@ -134,9 +163,55 @@ class Backend(ABC):
         """
         raise self.unsupported("search_runs", "use the backend's own UI to compare runs")
 
+    # -- reading back -------------------------------------------------------------------------
+    # Runs come back whole from get_run and search_runs (params, tags, status, times, parent,
+    # url); these read the rest, so a run can be shown, compared or copied elsewhere.
+    def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        """Every stored point of metric ``key`` in the run, in any order (``metric_history``).
+
+        An empty list when the run has no such metric; NotFound when there is no such run.
+        """
+        raise self.unsupported("get_metric_history", "read each metric's latest value (get_run)")
+
+    def list_artifacts(self, run_id: str, path: str) -> list[ArtifactInfo]:
+        """The entries directly under ``path`` (``""``: the run's root), with run-relative
+        paths (``list_artifacts``); an empty list for a path that does not exist. Download
+        them with ``download_artifacts``."""
+        raise self.unsupported("list_artifacts", "download the artifact paths you know")
+
+    def list_experiments(self) -> list[str]:
+        """The names of every experiment (``list_experiments``)."""
+        raise self.unsupported("list_experiments", "name the experiments to search")
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        """Every registered model (``list_registered_models``); the core sorts them by name.
+        Its versions come from ``list_model_versions``."""
+        raise self.unsupported("list_registered_models", "list the versions of a model you name")
+
+    def run_url(self, run_id: str) -> str | None:
+        """The run's page in the backend's UI, never with credentials in it; None (the
+        default) where there is none, e.g. a local store or an offline mode.
+
+        A backend that has URLs also fills ``RunInfo.url`` in what ``get_run`` and
+        ``search_runs`` return.
+        """
+        return None
+
+    def run_hint(self, run_id: str) -> str | None:
+        """Where ``run_url`` is None: how to see the run, as one line naming the command that
+        shows it (``mlflow ui --backend-store-uri ...``, ``wandb sync ...``), without
+        secrets. None (the default) when there is nothing to add to ``describe()``."""
+        return None
+
     # -- models -----------------------------------------------------------------------------
     def log_model(self, run_id: str, model: Any, name: str, flavor: str) -> ModelRef:
-        """Store ``model`` in the run. The default stores a trackkit model package artifact."""
+        """Store ``model`` in the run. The default stores a trackkit model package artifact.
+
+        A backend that stores signatures natively also takes the keywords ``signature``
+        (a :class:`trackkit.models.Signature` or None) and ``input_example``; the core passes
+        them where the method takes them (see :func:`log_model`). Otherwise a package written
+        with ``models.save_package`` keeps them.
+        """
         from trackkit import models
         from trackkit.entities import ModelRef
 
@@ -190,6 +265,17 @@ class Backend(ABC):
     def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
         raise self.unsupported("update_model_version", "log the description as a run tag")
 
+    def model_details(self, uri: str) -> tuple[str | None, Signature | None, Any]:
+        """The flavor, signature and input example of the model at ``uri``, for a backend that
+        stores models in its own format (MLflow). The default, ``(None, None, None)``, means
+        they are in the trackkit model package ``load_model`` reads."""
+        return None, None, None
+
+    def set_model_stage(self, name: str, version: int, stage: str) -> None:
+        """Also record ``stage`` (staging, production or archived) natively, where the
+        registry has stages of its own. Called by ``transition_model_version_stage`` after it
+        moved the stage's alias; the default does nothing (the alias is the stage)."""
+
     def load_model_version(self, version: ModelVersion) -> Any:
         """Load a registered version; the default loads its ``source`` URI."""
         return self.load_model(version.source)
@@ -235,6 +321,56 @@ def require(backend: Backend, capability: str, operation: str, alternative: str)
     """Raise the backend's UnsupportedOperation unless it has ``capability``."""
     if not getattr(backend.capabilities, capability):
         raise backend.unsupported(operation, alternative)
+
+
+def start_run(
+    backend: Backend,
+    experiment: str | None,
+    name: str | None,
+    run_id: str | None,
+    parent_id: str | None = None,
+) -> RunHandle:
+    """Start a run on ``backend``; with ``parent_id``, a child run (``nested_runs`` only).
+
+    Raises:
+        UnsupportedOperation: a parent is given and the backend does not declare nested runs.
+    """
+    if parent_id is None:
+        return backend.start_run(experiment, name, run_id)
+    require(backend, "nested_runs", "start_run(parent=...)", "tag the run with its parent's id")
+    nested: Any = backend  # the keyword is part of the contract only for nested_runs backends
+    handle: RunHandle = nested.start_run(experiment, name, run_id, parent_id=parent_id)
+    return handle
+
+
+def log_model(
+    backend: Backend,
+    run_id: str,
+    model: Any,
+    name: str,
+    flavor: str,
+    signature: Signature | None = None,
+    input_example: Any = None,
+) -> ModelRef:
+    """Call ``backend.log_model`` with the model's signature and input example.
+
+    A backend whose ``log_model`` takes the keywords ``signature`` and ``input_example``
+    receives them; any other gets them through :func:`trackkit.models.extras`, which the
+    trackkit model package it writes with ``save_package`` picks up.
+    """
+    from trackkit import models
+
+    if signature is None and input_example is None:
+        return backend.log_model(run_id, model, name, flavor)
+    accepts = inspect.signature(backend.log_model).parameters
+    if "signature" in accepts and "input_example" in accepts:
+        native: Any = backend
+        ref: ModelRef = native.log_model(
+            run_id, model, name, flavor, signature=signature, input_example=input_example
+        )
+        return ref
+    with models.extras(signature, input_example):
+        return backend.log_model(run_id, model, name, flavor)
 
 
 def call(backend: Backend, operation: str, fn: Callable[[], T]) -> T:

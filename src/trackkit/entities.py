@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from trackkit.models import Signature
 
 #: A parameter value after normalization.
 ParamValue = str | int | float | bool
@@ -43,6 +46,10 @@ class ModelRef:
     uri: str
     flavor: str
     backend: str
+    #: the model's input/output schema: given to ``log_model`` or inferred from its input example
+    signature: Signature | None = None
+    #: the input example given to ``log_model`` (stored with the model)
+    input_example: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -71,3 +78,47 @@ class RunInfo:
     tags: dict[str, str]
     start_time: datetime | None
     end_time: datetime | None
+    #: the parent run's id for a nested run (``start_run(parent=...)``), else None
+    parent_id: str | None = None
+    #: the run's page in the backend's UI; None where there is none (a local store, an
+    #: offline mode: ``Run.describe()`` names the command that shows the run)
+    url: str | None = None
+    #: the experiment's id in the backend (MLflow's experiment id); None where the backend
+    #: names experiments only
+    experiment_id: str | None = None
+    #: where the backend stores the run's artifacts (MLflow's ``artifact_uri``), if it says
+    artifact_uri: str | None = None
+    #: the backend's own system tags, left out of ``tags`` (MLflow's ``mlflow.*``)
+    system_tags: dict[str, str] = field(default_factory=dict)
+
+
+class MetricPoint(NamedTuple):
+    """One stored point of a metric, as ``get_metric_history`` returns it."""
+
+    step: int
+    value: float
+    timestamp: int  # milliseconds since the epoch
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One entry of a run's artifacts, as ``list_artifacts`` returns it."""
+
+    #: the run-relative path, with ``/`` separators
+    path: str
+    is_dir: bool
+    #: the file's size in bytes; None for a directory, or where the backend does not say
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered model, as ``list_registered_models`` returns it."""
+
+    name: str
+    description: str | None
+    #: alias -> the version it points at
+    aliases: dict[str, int]
+    #: the highest version number; None for a model without versions
+    latest_version: int | None
+    tags: dict[str, str] = field(default_factory=dict)

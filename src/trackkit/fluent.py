@@ -6,22 +6,30 @@ given to :func:`set_tracker`) and makes it active; the other functions act on th
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from trackkit.errors import TrackkitError
+from trackkit.errors import InvalidInput, TrackkitError, UnsupportedOperation
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
-    from trackkit.entities import ModelRef
+    from pandas import DataFrame
+
+    from trackkit.backend import Backend
+    from trackkit.entities import ModelRef, ModelVersion, RunInfo
+    from trackkit.models import Signature
     from trackkit.run import Run
     from trackkit.tracker import Tracker
 
 _lock = threading.Lock()
 _default: Tracker | None = None
 _stack: list[Run] = []
+_last: Run | None = None
+_experiment: str | None = None  # set_experiment
+_tracking_uri: str | None = None  # set_tracking_uri, used when the default tracker is created
 
 
 def get_default_tracker() -> Tracker:
@@ -31,15 +39,83 @@ def get_default_tracker() -> Tracker:
         if _default is None:
             from trackkit.tracker import get_tracker
 
-            _default = get_tracker()
+            options = {} if _tracking_uri is None else {"tracking_uri": _tracking_uri}
+            _default = get_tracker(**options)
         return _default
 
 
 def set_tracker(tracker: Tracker | None) -> None:
-    """Use ``tracker`` for the module-level functions (``None``: create one again on next use)."""
-    global _default
+    """Use ``tracker`` for the module-level functions (``None``: create one again on next use).
+
+    ``None`` also forgets :func:`set_experiment` and :func:`set_tracking_uri`.
+    """
+    global _default, _experiment, _tracking_uri
     with _lock:
         _default = tracker
+        if tracker is None:
+            _experiment = _tracking_uri = None
+
+
+def _backend_class() -> type[Backend]:
+    from trackkit.plugins import get_plugin_manager
+    from trackkit.tracker import DEFAULT_BACKEND
+
+    name = os.environ.get("TRACKKIT_BACKEND") or DEFAULT_BACKEND
+    return get_plugin_manager().backend_class(name.strip())
+
+
+def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
+    """Use the tracking service at ``uri`` for the module-level functions (MLflow's call).
+
+    The default tracker is created again on its next use, on the backend ``TRACKKIT_BACKEND``
+    names, with ``tracking_uri=uri``.
+
+    Raises:
+        UnsupportedOperation: that backend takes no tracking URI (W&B and Neptune are chosen
+            with their own options: ``get_tracker("wandb", project=...)`` and ``set_tracker``).
+        TrackkitError: a run is active (end it first).
+    """
+    global _default, _tracking_uri
+    if not isinstance(uri, (str, os.PathLike)) or not os.fspath(uri):
+        raise InvalidInput(f"tracking URI must be a non-empty string, got {uri!r}")
+    cls = _backend_class()
+    if "tracking_uri" not in inspect.signature(cls).parameters:
+        raise UnsupportedOperation(
+            f"the {cls.name} backend has no tracking URI; instead, pass its options to "
+            f"trackkit.get_tracker({cls.name!r}, ...) and use trackkit.set_tracker(tracker)"
+        )
+    if active_run() is not None:
+        raise TrackkitError("end the active run before changing the tracking URI")
+    with _lock:
+        old, _default = _default, None
+        _tracking_uri = os.fspath(uri)
+    if old is not None:
+        old.close()
+
+
+def get_tracking_uri() -> str:
+    """The tracking URI the module-level functions use.
+
+    Raises:
+        UnsupportedOperation: the default tracker's backend has no tracking URI.
+    """
+    backend = get_default_tracker().backend
+    uri = getattr(backend, "tracking_uri", None)
+    if not isinstance(uri, str):
+        raise UnsupportedOperation(
+            f"the {backend.name} backend has no tracking URI; instead, see "
+            "trackkit.get_default_tracker().backend.describe()"
+        )
+    return uri
+
+
+def set_experiment(name: str) -> None:
+    """Start the next module-level runs in experiment ``name`` (when none is given)."""
+    global _experiment
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput(f"experiment must be a non-empty string, got {name!r}")
+    with _lock:
+        _experiment = name
 
 
 def active_run() -> Run | None:
@@ -64,14 +140,42 @@ def start_run(
     name: str | None = None,
     tags: Mapping[str, Any] | None = None,
     run_id: str | None = None,
+    nested: bool = False,
+    parent: Run | str | None = None,
 ) -> Run:
-    """Start (or resume) a run on the default tracker and make it the active run."""
+    """Start (or resume) a run on the default tracker and make it the active run.
+
+    Args:
+        experiment: defaults to :func:`set_experiment`'s, else as in ``Tracker.start_run``
+            (a child run: its parent's).
+        nested: make the active run (if any) the new run's parent, as MLflow's
+            ``start_run(nested=True)``.
+        parent: the parent run (a Run or a run id) instead of the active one.
+
+    Raises:
+        UnsupportedOperation: a parent applies and the backend has no nested runs.
+    """
+    global _last
+    if parent is None and nested:
+        parent = active_run()
+    if experiment is None and run_id is None and not hasattr(parent, "experiment"):
+        experiment = _experiment  # a child run defaults to its parent's experiment
     run = get_default_tracker().start_run(
-        experiment=experiment, name=name, tags=tags, run_id=run_id
+        experiment=experiment, name=name, tags=tags, run_id=run_id, parent=parent
     )
     with _lock:
         _stack.append(run)
+        _last = run
     return run
+
+
+def last_active_run() -> RunInfo | None:
+    """The run active now, else the last one started with ``trackkit.start_run`` (or by
+    autologging), read back from the backend; None if there is none."""
+    run = active_run() or _last
+    if run is None:
+        return None
+    return run.tracker.get_run(run.outbox.run_id or run.id)
 
 
 def end_run(status: str = "FINISHED") -> None:
@@ -109,5 +213,93 @@ def log_artifact(local_path: str | os.PathLike[str], path: str | None = None) ->
     _run().log_artifact(local_path, path)
 
 
-def log_model(model: Any, name: str = "model", *, flavor: str | None = None) -> ModelRef:
-    return _run().log_model(model, name, flavor=flavor)
+def log_text(text: str, file: str) -> None:
+    _run().log_text(text, file)
+
+
+def log_dict(obj: Any, file: str) -> None:
+    _run().log_dict(obj, file)
+
+
+def log_figure(figure: Any, file: str) -> None:
+    _run().log_figure(figure, file)
+
+
+def log_table(table: Any, file: str) -> None:
+    _run().log_table(table, file)
+
+
+def log_model(
+    model: Any,
+    name: str = "model",
+    *,
+    flavor: str | None = None,
+    signature: Signature | Mapping[str, Any] | Any = None,
+    input_example: Any = None,
+) -> ModelRef:
+    return _run().log_model(
+        model, name, flavor=flavor, signature=signature, input_example=input_example
+    )
+
+
+def register_model(
+    source: ModelRef | str, name: str, description: str | None = None
+) -> ModelVersion:
+    """Register a logged model on the default tracker (see ``Tracker.register_model``)."""
+    return get_default_tracker().register_model(source, name, description=description)
+
+
+def load_model(
+    model: str | ModelRef, version: int | str | None = None, alias: str | None = None
+) -> Any:
+    """Load a model with the default tracker (see ``Tracker.load_model``)."""
+    return get_default_tracker().load_model(model, version=version, alias=alias)
+
+
+@overload
+def search_runs(
+    experiment: str | Sequence[str] | None = None,
+    filter: str | None = None,
+    order_by: str | Sequence[str] | None = None,
+    max_results: int = 100,
+    *,
+    output_format: Literal["pandas"] = "pandas",
+) -> DataFrame: ...
+
+
+@overload
+def search_runs(
+    experiment: str | Sequence[str] | None = None,
+    filter: str | None = None,
+    order_by: str | Sequence[str] | None = None,
+    max_results: int = 100,
+    *,
+    output_format: Literal["list"],
+) -> list[RunInfo]: ...
+
+
+def search_runs(
+    experiment: str | Sequence[str] | None = None,
+    filter: str | None = None,
+    order_by: str | Sequence[str] | None = None,
+    max_results: int = 100,
+    *,
+    output_format: Literal["pandas", "list"] = "pandas",
+) -> DataFrame | list[RunInfo]:
+    """Search runs on the default tracker; a pandas DataFrame by default, as
+    ``mlflow.search_runs`` returns (see ``Tracker.search_runs`` for the arguments).
+
+    ``experiment`` defaults to :func:`set_experiment`'s, else as in ``Tracker.search_runs``.
+
+    Raises:
+        MissingDependencyError: pandas is not installed (``pip install 'trackkit[pandas]'``);
+            ``output_format="list"`` needs no pandas.
+    """
+    if experiment is None:
+        experiment = _experiment
+    tracker = get_default_tracker()
+    if output_format == "list":
+        return tracker.search_runs(experiment, filter, order_by, max_results, output_format="list")
+    return tracker.search_runs(
+        experiment, filter, order_by, max_results, output_format=output_format
+    )

@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from trackkit.entities import ModelVersion
+from trackkit.entities import ModelVersion, RegisteredModel
 from trackkit.errors import NotFound
 
 _SCHEMA = """
@@ -107,6 +107,27 @@ class LocalRegistry:
             if not rows:
                 raise NotFound(f"no registered model named {name!r}")
             return [self._row(r) for r in rows]
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        """Every registered model, by name; model descriptions and tags are not kept here."""
+        with self._lock:
+            latest = self._db.execute(
+                "SELECT name, MAX(version) FROM versions GROUP BY name ORDER BY name"
+            ).fetchall()
+            aliases: dict[str, dict[str, int]] = {}
+            for name, alias, version in self._db.execute(
+                "SELECT name, alias, version FROM aliases ORDER BY name, alias"
+            ):
+                aliases.setdefault(name, {})[alias] = version
+        return [
+            RegisteredModel(
+                name=name,
+                description=None,
+                aliases=aliases.get(name, {}),
+                latest_version=last,
+            )
+            for name, last in latest
+        ]
 
     def set_model_alias(self, name: str, alias: str, version: int) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from time import time as _time
+from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from trackkit import _lifecycle, normalize
@@ -72,7 +73,12 @@ class Run:
     """
 
     def __init__(
-        self, tracker: Tracker, handle: RunHandle | None, experiment: str, name: str | None
+        self,
+        tracker: Tracker,
+        handle: RunHandle | None,
+        experiment: str,
+        name: str | None,
+        parent_id: str | None = None,
     ) -> None:
         self.tracker = tracker
         self._backend = tracker.backend
@@ -80,10 +86,14 @@ class Run:
         self._limits = tracker.backend.limits
         self._max_step = self._limits.max_step
         self._max_timestamp = self._limits.max_timestamp
-        local_id = f"local-{uuid.uuid4().hex}"
+        # time-ordered, so journals sort in start order and a parent is replayed before its child
+        local_id = f"local-{time_ns():016x}{uuid.uuid4().hex[:16]}"
         self.id = handle.id if handle else local_id
         self.name = handle.name if handle else (name or local_id)
         self.experiment = handle.experiment if handle else experiment
+        #: the parent run's id (``start_run(parent=...)``); a ``local-...`` id while the parent
+        #: exists only locally
+        self.parent_id = parent_id
         self._params: dict[str, str] = dict(handle.params) if handle else {}
         self._steps: dict[str, int] = dict(handle.last_steps) if handle else {}
         self._keys = {kind: normalize.KeyRules(self._limits) for kind in ("param", "metric", "tag")}
@@ -96,6 +106,7 @@ class Run:
             "local_id": local_id,
             "experiment": self.experiment,
             "name": name,
+            "parent_id": parent_id,
             "backend": self._backend.name,
             "options": self._backend.replay_options(),
             "pid": os.getpid(),
@@ -159,6 +170,33 @@ class Run:
     def rejected_at(self) -> Path | None:
         """Where operations the backend refused for good were kept, once delivered."""
         return self.outbox.rejected_at
+
+    @property
+    def url(self) -> str | None:
+        """The run's page in the backend's UI (an MLflow server, W&B online, a Neptune server);
+        None where there is none: a local store, an offline mode, or a run that exists only
+        locally until ``trackkit sync``. :meth:`describe` then says how to see it."""
+        run_id = self.outbox.run_id
+        if run_id is None:
+            return None
+        return call(
+            self._backend, f"get the address of run {run_id}", lambda: self._backend.run_url(run_id)
+        )
+
+    def describe(self) -> str:
+        """One line saying where to see the run: its URL, or the command that shows it."""
+        run_id = self.outbox.run_id
+        if run_id is None:
+            return (
+                f"run {self.id} exists only locally (its backend was unreachable); "
+                f"`trackkit sync` creates it on {self._backend.describe()}"
+            )
+        url = self.url
+        if url is not None:
+            return f"run {run_id}: {url}"
+        hint = call(self._backend, f"describe run {run_id}", lambda: self._backend.run_hint(run_id))
+        where = f"run {run_id} on {self._backend.describe()}"
+        return f"{where}; {hint}" if hint else where
 
     def _check_open(self) -> None:
         """(caller holds ``_lock``) Refuse a call on an ended run; report or raise failures."""
@@ -516,31 +554,60 @@ class Run:
         self._log_generated(file, writers[suffix])
 
     # -- models -----------------------------------------------------------------------------
-    def log_model(self, model: Any, name: str = "model", *, flavor: str | None = None) -> ModelRef:
+    def log_model(
+        self,
+        model: Any,
+        name: str = "model",
+        *,
+        flavor: str | None = None,
+        signature: Any = None,
+        input_example: Any = None,
+    ) -> ModelRef:
         """Store a model in the run, in a form ``load_model`` restores to the same object.
 
         Args:
-            model: a scikit-learn estimator or pipeline, or an xgboost model.
+            model: a scikit-learn estimator or pipeline, an xgboost model, or any other
+                picklable object (e.g. a ``(vectorizer, model)`` pair).
             name: where the model is stored in the run.
-            flavor: ``"sklearn"`` or ``"xgboost"``; detected from the model when omitted.
+            flavor: ``"sklearn"``, ``"xgboost"`` or ``"python"``; detected when omitted.
+            signature: the model's input/output schema: a :class:`trackkit.Signature`, an
+                MLflow ``ModelSignature`` or a dict; inferred from ``input_example`` (and the
+                model's prediction on it) when omitted.
+            input_example: a few rows of input (DataFrame, array, sparse matrix, dict or list
+                of dicts), stored with the model.
 
         Returns:
-            A ModelRef to pass to ``Tracker.register_model`` or ``Tracker.load_model``.
+            A ModelRef (with the signature and input example) to pass to
+            ``Tracker.register_model`` or ``Tracker.load_model``.
         """
+        import dataclasses
+
         from trackkit import models
+        from trackkit.backend import log_model
 
         where = normalize.artifact_dir(name)
         if where is None:
             raise InvalidInput("log_model needs a non-empty name")
-        chosen = models.check_flavor(flavor) if flavor else models.detect_flavor(model)
+        if flavor:
+            chosen = models.check_flavor(flavor)
+            if chosen == "python":
+                models.check_picklable(model)
+        else:
+            chosen = models.detect_flavor(model)
+        checked = models.as_signature(signature)
+        if input_example is not None:
+            models.encode_example(input_example)  # refuse what cannot be stored, up front
+            if checked is None:
+                checked = models.infer_signature(input_example, model)
         require(self._backend, "models", "log_model", "pickle the model and use log_artifact")
         with self._lock:
             self._check_open()
-        return call(
+        ref = call(
             self._backend,
             f"log model {where!r}",
-            lambda: self._backend.log_model(self.id, model, where, chosen),
+            lambda: log_model(self._backend, self.id, model, where, chosen, checked, input_example),
         )
+        return dataclasses.replace(ref, signature=checked, input_example=input_example)
 
     # -- sending ----------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:

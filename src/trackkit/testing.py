@@ -77,6 +77,10 @@ class Reader(Protocol):
         """Registry backends: every version number of ``name``."""
         ...
 
+    def parent_id(self, run_id: str) -> str | None:
+        """Backends with ``nested_runs``: the parent run id stored natively, or None."""
+        ...
+
 
 #: why the model and registry checks skip where scikit-learn is not installed
 SKLEARN_MISSING = (
@@ -168,7 +172,7 @@ def _bad_order(item: str, problem: str) -> FilterCase:
 
 _NEWEST_FIRST = ("empty-1", "xgb-1", "lasso-2", "ridge-1", "lasso-1")
 _NOT_AN_ATTRIBUTE = (
-    "is not an attribute (use run_id, run_name, status, start_time, end_time); "
+    "is not an attribute (use run_id, run_name, status, parent_id, start_time, end_time); "
     "name other keys as metrics.<key>, params.<key> or tags.<key>"
 )
 
@@ -278,6 +282,28 @@ FILTER_CASES: tuple[FilterCase, ...] = (
         "attributes.experiment is not searched or ordered by: "
         "pass the experiment names to search_runs(experiment=...)",
     ),
+)
+# fmt: on
+
+#: the runs the parent-link cases search, in start order: (name, parent name or None)
+PARENT_RUNS: tuple[tuple[str, str | None], ...] = (
+    ("search", None),
+    ("trial-0", "search"),
+    ("trial-1", "search"),
+    ("fold-0", "trial-0"),
+    ("other", None),
+)
+#: searches on ``attributes.parent_id``: run by :meth:`ConformanceSuite.test_nested_runs` on
+#: backends that declare ``nested_runs`` (the others refuse a parent)
+# fmt: off
+PARENT_FILTER_CASES: tuple[FilterCase, ...] = (
+    _ok("attributes.parent_id = '{id:search}'", "trial-1", "trial-0"),
+    _ok("parent_id = '{id:trial-0}'", "fold-0"),
+    _ok("attributes.parent_id IN ('{id:search}', '{id:trial-0}')", "fold-0", "trial-1", "trial-0"),
+    _ok("attributes.parent_id != '{id:search}'", "fold-0"),
+    _ok("attributes.parent_id LIKE '%'", "fold-0", "trial-1", "trial-0"),
+    _ok("attributes.parent_id = '{id:search}' and run_name = 'trial-0'", "trial-0"),
+    _ok("attributes.parent_id = 'no-such-run'"),
 )
 # fmt: on
 
@@ -646,6 +672,42 @@ class ConformanceSuite:
             failures
         )
 
+    # -- nested runs ------------------------------------------------------------------------
+    def test_a_parent_is_refused_without_nested_runs(self, tracker: Tracker) -> None:
+        if tracker.backend.capabilities.nested_runs:
+            pytest.skip("this backend declares nested_runs: test_nested_runs checks them")
+        with self._run(tracker) as parent, pytest.raises(UnsupportedOperation, match="parent"):
+            self._run(tracker, parent=parent)
+
+    def test_nested_runs(self, tracker: Tracker, reader: Reader) -> None:
+        """Children know their parent (natively, and in RunInfo.parent_id); the parent-link
+        filter cases give the same answer as on every other backend with nested runs."""
+        if not tracker.backend.capabilities.nested_runs:
+            pytest.skip(
+                f"the {tracker.backend.name} backend does not declare nested_runs: "
+                "test_a_parent_is_refused_without_nested_runs checks its answer"
+            )
+        started: dict[str, Run] = {}
+        for name, parent in PARENT_RUNS:
+            run = self._run(tracker, name=name, parent=started[parent] if parent else None)
+            run.log_metric("loss", 1.0)
+            run.end()
+            started[name] = run
+        for name, parent in PARENT_RUNS:
+            expected = started[parent].id if parent else None
+            assert reader.parent_id(started[name].id) == expected, name
+            assert tracker.get_run(started[name].id).parent_id == expected, name
+        if not tracker.backend.capabilities.search_runs:
+            return
+        runs = {r.name: r for r in tracker.search_runs(self.experiment)}
+        failures = []
+        for case in PARENT_FILTER_CASES:
+            text = case_text(case.filter, runs)
+            names = tuple(r.name for r in tracker.search_runs(self.experiment, filter=text))
+            if names != case.expected:
+                failures.append(f"filter={text!r}: returned {names}, expected {case.expected}")
+        assert not failures, "\n".join(failures)
+
     def test_search_sees_points_of_an_open_run(self, tracker: Tracker, reader: Reader) -> None:
         if not tracker.backend.capabilities.search_runs:
             pytest.skip("no search_runs on this backend")
@@ -653,3 +715,204 @@ class ConformanceSuite:
             run.log_metric("rmse", 5.0)
             [info] = tracker.search_runs(self.experiment)
             assert info.metrics == {"rmse": 5.0} and info.status == "RUNNING"
+
+    # -- reading back: what `trackkit runs`/`history` and a copier read ---------------------
+    def _skip_unless(self, tracker: Tracker, capability: str) -> None:
+        if not getattr(tracker.backend.capabilities, capability):
+            pytest.skip(
+                f"the {tracker.backend.name} backend does not declare {capability}: its calls "
+                "raise UnsupportedOperation (test_read_side_is_refused_where_not_declared)"
+            )
+
+    def test_read_side_is_refused_where_not_declared(self, tracker: Tracker) -> None:
+        declared = tracker.backend.capabilities
+        calls = {
+            "metric_history": lambda: tracker.get_metric_history("x", "loss"),
+            "list_artifacts": lambda: tracker.list_artifacts("x"),
+            "list_experiments": tracker.list_experiments,
+        }
+        refused = [name for name in calls if not getattr(declared, name)]
+        if not refused:
+            pytest.skip(f"the {tracker.backend.name} backend declares the whole read side")
+        for name in refused:
+            with pytest.raises(UnsupportedOperation, match=tracker.backend.name):
+                calls[name]()
+
+    def test_runs_read_back_whole(self, tracker: Tracker, reader: Reader) -> None:
+        """get_run and search_runs give params, tags, status, times, parent and url: all a
+        copier needs of a run but its metric points and artifacts."""
+        self._skip_unless(tracker, "search_runs")
+        nested = tracker.backend.capabilities.nested_runs
+        with self._run(tracker, name="parent", tags={"team": "ride"}) as parent:
+            parent.log_params({"alpha": 0.5, "model": "lasso"})
+            parent.log_metric("rmse", 6.5)
+        child = self._run(tracker, name="child", parent=parent if nested else None)
+        child.log_metric("rmse", 7.0)
+        child.end("FAILED")
+        runs = {r.name: r for r in tracker.search_runs(self.experiment)}
+        for run in (parent, child):
+            info = tracker.get_run(run.id)
+            found = runs[run.name]
+            assert (found.id, found.params, found.tags) == (info.id, info.params, info.tags)
+            assert info.params == reader.params(run.id)
+            assert info.status == reader.status(run.id)
+            assert {k: v for k, v in info.tags.items() if k in reader.tags(run.id)} == {
+                k: v for k, v in reader.tags(run.id).items() if k in info.tags
+            }
+            assert info.start_time is not None and info.start_time.tzinfo is not None
+            assert info.end_time is not None and info.start_time <= info.end_time
+            assert info.experiment == self.experiment
+            assert info.url == run.url == found.url
+            if info.url is not None:  # an address without credentials in it
+                assert re.match(r"https?://[^/@]+(/|$)", info.url), info.url
+        assert runs["parent"].params == {"alpha": "0.5", "model": "lasso"}
+        assert runs["parent"].tags["team"] == "ride"
+        assert (runs["parent"].status, runs["child"].status) == ("FINISHED", "FAILED")
+        assert runs["child"].parent_id == (parent.id if nested else None)
+        assert runs["parent"].parent_id is None
+
+    def test_a_run_says_where_to_see_it(self, tracker: Tracker) -> None:
+        with self._run(tracker) as run:
+            run.log_metric("m", 1.0)
+        shown = run.describe()
+        assert run.id in shown
+        if run.url is not None:
+            assert run.url in shown
+        assert "password" not in shown.lower() and "api_key" not in shown.lower()
+
+    def test_search_runs_as_a_frame(self, tracker: Tracker) -> None:
+        """The DataFrame has mlflow.search_runs's layout on every backend, rows in order."""
+        self._skip_unless(tracker, "search_runs")
+        pd = pytest.importorskip("pandas", reason="output_format='pandas' needs pandas")
+        from trackkit.frames import EXTRA_COLUMNS, INFO_COLUMNS
+
+        for rmse, model in ((6.5, "lasso"), (6.2, "ridge"), (None, "xgb")):
+            with self._run(tracker, name=f"{model}-run", tags={"dev": "ana"}) as run:
+                run.log_param("model", model)
+                if rmse is not None:
+                    run.log_metric("rmse", rmse)
+        none = "params.model = 'none'"
+        empty = tracker.search_runs(self.experiment, filter=none, output_format="pandas")
+        assert list(empty.columns) == [*INFO_COLUMNS, *EXTRA_COLUMNS] and len(empty) == 0
+        listed = tracker.search_runs(self.experiment, order_by="metrics.rmse")
+        frame = tracker.search_runs(
+            self.experiment, order_by="metrics.rmse", output_format="pandas"
+        )
+        columns = list(frame.columns)
+        assert columns[:6] == list(INFO_COLUMNS) and columns[-3:] == list(EXTRA_COLUMNS)
+        assert {"metrics.rmse", "params.model", "tags.dev"} <= set(columns)
+        assert all(c.split(".")[0] in ("metrics", "params", "tags") for c in columns[6:-3])
+        assert list(frame["run_id"]) == [r.id for r in listed]
+        assert list(frame["run_name"]) == ["ridge-run", "lasso-run", "xgb-run"]
+        assert list(frame["params.model"]) == ["ridge", "lasso", "xgb"]
+        assert frame["metrics.rmse"].dtype == "float64"
+        values = list(frame["metrics.rmse"])
+        assert values[:2] == [6.2, 6.5] and math.isnan(values[2])
+        assert set(frame["status"]) == {"FINISHED"}
+        assert set(frame["backend"]) == {tracker.backend.name}
+        assert list(frame["tags.dev"]) == ["ana"] * 3
+        assert list(frame["parent_id"]) == [None] * 3
+        for column in ("start_time", "end_time"):
+            assert pd.api.types.is_datetime64_any_dtype(frame[column]), frame[column].dtype
+            assert str(frame[column].dt.tz) == "UTC"
+        for row, info in zip(frame.itertuples(index=False), listed, strict=True):
+            assert row.start_time.value // 1_000_000 == epoch_ms(info.start_time)
+
+    def test_metric_history(self, tracker: Tracker, reader: Reader) -> None:
+        """Every point, in step order, with its step, value and timestamp."""
+        self._skip_unless(tracker, "metric_history")
+        base = 1_700_000_000_000
+        with self._run(tracker) as run:
+            for step in (0, 1, 2, 5, 3, 4):  # out of order, as a resumed loop may log them
+                run.log_metric("loss", 1.0 / (step + 1), step=step, timestamp=base + step)
+            run.log_metric("acc", 0.5)
+        history = tracker.get_metric_history(run.id, "loss")
+        assert [p.step for p in history] == [0, 1, 2, 3, 4, 5]
+        assert [p.value for p in history] == [1.0 / (s + 1) for s in range(6)]
+        assert [p.timestamp for p in history] == [base + s for s in range(6)]
+        assert sorted(reader.metric_points(run.id, "loss")) == [(p.step, p.value) for p in history]
+        with pytest.raises(NotFound, match="acc"):
+            tracker.get_metric_history(run.id, "no-such-metric")
+        both = tracker.get_metric_histories(run.id, output_format="dict")
+        assert list(both[run.id]) == ["acc", "loss"] and both[run.id]["loss"] == history
+
+    def test_metric_histories_as_a_frame(self, tracker: Tracker) -> None:
+        self._skip_unless(tracker, "metric_history")
+        pytest.importorskip("pandas", reason="output_format='pandas' needs pandas")
+        from trackkit.frames import HISTORY_COLUMNS
+
+        runs = []
+        for name, steps in (("a", 3), ("b", 2)):
+            with self._run(tracker, name=name) as run:
+                for step in range(steps):
+                    run.log_metric("loss", float(step), step=step)
+                run.log_metric("other", 1.0)
+            runs.append(run)
+        frame = tracker.get_metric_histories([r.id for r in runs], "loss")
+        assert list(frame.columns) == list(HISTORY_COLUMNS)
+        assert list(frame["run_name"]) == ["a", "a", "a", "b", "b"]
+        assert list(frame["step"]) == [0, 1, 2, 0, 1] and frame["step"].dtype == "int64"
+        assert list(frame["value"]) == [0.0, 1.0, 2.0, 0.0, 1.0]
+        assert set(frame["key"]) == {"loss"} and str(frame["timestamp"].dt.tz) == "UTC"
+        with pytest.raises(NotFound, match="nope"):
+            tracker.get_metric_histories([r.id for r in runs], ["loss", "nope"])
+
+    def test_list_and_download_artifacts(self, tracker: Tracker, tmp_path: Path) -> None:
+        self._skip_unless(tracker, "list_artifacts")
+        with self._run(tracker) as run:
+            run.log_text("hello", "notes.txt")
+            run.log_text("a" * 10, "data/a.txt")
+            run.log_text("bb", "data/inner/b.txt")
+        top = tracker.list_artifacts(run.id)
+        assert [(e.path, e.is_dir) for e in top if e.path in ("data", "notes.txt")] == [
+            ("data", True),
+            ("notes.txt", False),
+        ]
+        files = {e.path: e.size for e in tracker.list_artifacts(run.id, recursive=True)}
+        assert files["notes.txt"] == 5 and files["data/a.txt"] == 10
+        assert files["data/inner/b.txt"] == 2 and files["data/inner"] is None
+        assert [e.path for e in tracker.list_artifacts(run.id, "data/inner")] == [
+            "data/inner/b.txt"
+        ]
+        assert tracker.list_artifacts(run.id, "no/such/dir") == []
+        if tracker.backend.capabilities.download_artifacts:
+            local = tracker.download_artifacts(run.id, "data", tmp_path / "copy")
+            assert (Path(local) / "inner" / "b.txt").read_bytes() == b"bb"
+
+    def test_list_experiments(self, tracker: Tracker) -> None:
+        self._skip_unless(tracker, "list_experiments")
+        for experiment in (self.experiment, f"{self.experiment}-other"):
+            with tracker.start_run(experiment=experiment) as run:
+                run.log_metric("m", 1.0)
+        names = tracker.list_experiments()
+        assert {self.experiment, f"{self.experiment}-other"} <= set(names)
+        assert names == sorted(names)
+
+    def test_list_registered_models(self, tracker: Tracker, reader: Reader) -> None:
+        """Registered models with their aliases and latest versions (offline registries too)."""
+        if not tracker.backend.capabilities.registry:
+            pytest.skip(f"the {tracker.backend.name} backend has no registry")
+        if (
+            not tracker.backend.capabilities.list_registered_models
+            and tracker.backend.offline_registry() is None
+        ):
+            self._skip_unless(tracker, "list_registered_models")
+        pipeline, _ = _fitted_pipeline()
+        refs = []
+        for _ in range(2):
+            with self._run(tracker) as run:
+                refs.append(run.log_model(pipeline))
+        tracker.register_model(refs[0], "ride-listed", description="first")
+        tracker.register_model(refs[1], "ride-listed")
+        tracker.register_model(refs[0], "another-listed")
+        tracker.set_model_alias("ride-listed", "production", 1)
+        listed = {m.name: m for m in tracker.list_registered_models()}
+        names = [n for n in listed if n.endswith("-listed")]
+        assert names == ["another-listed", "ride-listed"]
+        ride = listed["ride-listed"]
+        assert ride.latest_version == 2 and ride.aliases == {"production": 1}
+        assert reader.alias_version("ride-listed", "production") == 1
+        assert listed["another-listed"].latest_version == 1
+        assert listed["another-listed"].aliases == {}
+        versions = tracker.list_model_versions("ride-listed")
+        assert [(v.version, v.description) for v in versions] == [(1, "first"), (2, None)]

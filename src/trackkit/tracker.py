@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -10,27 +11,48 @@ import re
 import sqlite3
 import tempfile
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from trackkit import _lifecycle, env, normalize, search
 from trackkit import journal as jn
 from trackkit._secrets import redact, scrub
 from trackkit.backend import call, require
-from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
-from trackkit.errors import BackendError, InvalidInput, JournalError, NotFound, TrackkitError
+from trackkit.backend import start_run as start_backend_run
+from trackkit.entities import (
+    ArtifactInfo,
+    MetricPoint,
+    ModelRef,
+    ModelVersion,
+    RegisteredModel,
+    RunHandle,
+    RunInfo,
+)
+from trackkit.errors import (
+    BackendError,
+    InvalidInput,
+    JournalError,
+    NotFound,
+    TrackkitError,
+    TrackkitWarning,
+)
 from trackkit.run import STATUSES, Run
-from trackkit.writer import Writer
+from trackkit.writer import Writer, started_id
 
 if TYPE_CHECKING:
+    from pandas import DataFrame
+
     from trackkit.backend import Backend
     from trackkit.local_registry import LocalRegistry
+    from trackkit.models import Package
 
 __all__ = [
     "DEFAULT_BACKEND",
     "DEFAULT_EXPERIMENT",
     "DEFERRABLE",
+    "STAGES",
     "STATUSES",
     "Run",
     "Tracker",
@@ -42,6 +64,34 @@ DEFAULT_EXPERIMENT = "Default"
 TRACKER_OPTIONS = ("strict", "journal_dir", "flush_interval", "end_timeout", "memory_bound")
 #: the Tracker calls ``defer`` journals and ``trackkit sync`` replays: registry changes only
 DEFERRABLE = ("register_model", "set_model_alias", "delete_model_alias", "update_model_version")
+#: MLflow's deprecated registry stages, each mapped to the alias of its lower-cased name
+STAGES = ("staging", "production", "archived")
+_stage_warned = False
+
+
+def stage_alias(stage: str, where: str) -> str:
+    """The alias that stands for registry ``stage`` (any case); warns once per process.
+
+    Raises:
+        InvalidInput: ``stage`` is not Staging, Production or Archived.
+    """
+    global _stage_warned
+    if not isinstance(stage, str) or stage.lower() not in STAGES:
+        raise InvalidInput(
+            f"stage must be one of Staging, Production, Archived (any case), got {stage!r}"
+        )
+    alias = stage.lower()
+    if not _stage_warned:
+        _stage_warned = True
+        warnings.warn(
+            f"{where}: registry stages are deprecated (MLflow replaced them with aliases); "
+            f"trackkit maps stage {stage!r} to the alias {alias!r}: use the alias instead "
+            f"(models:/<name>@{alias}, get_model_version(name, alias={alias!r}), "
+            f"set_model_alias(name, {alias!r}, version)). This warning is shown once.",
+            TrackkitWarning,
+            stacklevel=3,
+        )
+    return alias
 
 
 def get_tracker(backend: str | None = None, **options: Any) -> Tracker:
@@ -69,6 +119,13 @@ def get_tracker(backend: str | None = None, **options: Any) -> Tracker:
         message = f"the {name} backend rejected its options: {redact(str(e))}"
         raise InvalidInput(message) from scrub(e)
     return Tracker(instance, **own)
+
+
+def _text(value: Any, what: str) -> str:
+    """``value`` if it is a non-empty string; else InvalidInput naming ``what``."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
+    return value
 
 
 class Tracker:
@@ -158,6 +215,7 @@ class Tracker:
         name: str | None = None,
         tags: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        parent: Run | str | None = None,
     ) -> Run:
         """Start a run, or resume one by ``run_id``; use the Run as a context manager.
 
@@ -167,7 +225,16 @@ class Tracker:
             name: the run's display name; the backend picks one when omitted.
             tags: tags to set at once.
             run_id: resume this run instead of starting a new one.
+            parent: start a child of this run (a Run or a run id); the backend stores the
+                link natively (MLflow: the ``mlflow.parentRunId`` tag) and ``RunInfo.parent_id``
+                reads it back. When omitted, a new run's experiment defaults to the parent's.
+
+        Raises:
+            UnsupportedOperation: ``parent`` is given and the backend has no nested runs.
         """
+        parent_id = self._parent_id(parent, run_id)
+        if experiment is None and run_id is None and isinstance(parent, Run):
+            experiment = parent.experiment
         if experiment is None and run_id is None:
             experiment = os.environ.get("TRACKKIT_EXPERIMENT") or DEFAULT_EXPERIMENT
         if experiment is not None and (not isinstance(experiment, str) or not experiment.strip()):
@@ -181,7 +248,11 @@ class Tracker:
                 raise InvalidInput(f"run_id must be a non-empty string, got {run_id!r}")
             require(self.backend, "resume", "start_run(run_id=...)", "start a new run")
         try:
-            handle: RunHandle | None = self.backend.start_run(experiment, name, run_id)
+            handle: RunHandle | None = (
+                None  # the parent exists only locally: so does its child, until both are sent
+                if parent_id is not None and parent_id.startswith("local-")
+                else start_backend_run(self.backend, experiment, name, run_id, parent_id)
+            )
         except TrackkitError:
             raise
         except Exception as e:
@@ -193,7 +264,7 @@ class Tracker:
             self.writer.record_failure(e, where=str(self.journal_dir))
             self.writer.report(stacklevel=2)
             handle = None  # a local run: `trackkit sync` creates it at the backend later
-        run = Run(self, handle, experiment or "", name)
+        run = Run(self, handle, experiment or "", name, parent_id=parent_id)
         if run.outbox.journal_error is not None and self.strict:
             error = run.outbox.journal_error
             if handle is not None:
@@ -213,11 +284,54 @@ class Tracker:
             run.set_tags(tags)
         return run
 
+    def _parent_id(self, parent: Run | str | None, run_id: str | None) -> str | None:
+        """The backend id of ``parent`` (a local id while it exists only locally)."""
+        if parent is None:
+            return None
+        if run_id is not None:
+            raise InvalidInput("pass parent to start a new child run, not with run_id")
+        if isinstance(parent, Run):
+            if parent.tracker.backend is not self.backend:
+                raise InvalidInput(f"the parent run {parent.id} belongs to another tracker")
+            found = parent.outbox.run_id or parent.id
+        elif isinstance(parent, str) and parent.strip():
+            found = parent
+        else:
+            raise InvalidInput(f"parent must be a Run or a run id, got {parent!r}")
+        require(
+            self.backend, "nested_runs", "start_run(parent=...)", "tag the run with its parent's id"
+        )
+        if found.startswith("local-"):
+            found = started_id(found, self.journal_dir) or found
+        return found
+
     def get_run(self, run_id: str) -> RunInfo:
         """The run's current params, latest metrics, tags and status."""
         require(self.backend, "search_runs", "get_run", "keep the Run object")
         _lifecycle.flush_open(self)
         return call(self.backend, f"get run {run_id}", lambda: self.backend.get_run(run_id))
+
+    @overload
+    def search_runs(
+        self,
+        experiment: str | Sequence[str] | None = None,
+        filter: str | None = None,
+        order_by: str | Sequence[str] | None = None,
+        max_results: int = 100,
+        *,
+        output_format: Literal["list"] = "list",
+    ) -> list[RunInfo]: ...
+
+    @overload
+    def search_runs(
+        self,
+        experiment: str | Sequence[str] | None = None,
+        filter: str | None = None,
+        order_by: str | Sequence[str] | None = None,
+        max_results: int = 100,
+        *,
+        output_format: Literal["pandas"],
+    ) -> DataFrame: ...
 
     def search_runs(
         self,
@@ -225,7 +339,9 @@ class Tracker:
         filter: str | None = None,
         order_by: str | Sequence[str] | None = None,
         max_results: int = 100,
-    ) -> list[RunInfo]:
+        *,
+        output_format: Literal["list", "pandas"] = "list",
+    ) -> list[RunInfo] | DataFrame:
         """Find runs with MLflow's filter syntax; the same answer on every backend.
 
         Args:
@@ -233,17 +349,181 @@ class Tracker:
             filter: e.g. ``"metrics.rmse < 6.8 and params.model = 'lasso'"``.
             order_by: e.g. ``["metrics.rmse ASC"]``; ties are newest first, then by name.
             max_results: at most this many runs (1 to 50,000).
+            output_format: ``"list"``, a list of RunInfo; ``"pandas"``, a DataFrame in
+                ``mlflow.search_runs``'s layout (see :mod:`trackkit.frames`), rows in order.
 
         Raises:
             InvalidInput: an argument is malformed (checked before the backend is asked).
+            MissingDependencyError: ``output_format="pandas"`` without pandas installed.
         """
         require(self.backend, "search_runs", "search_runs", "compare runs in the backend's UI")
+        self._check_format(output_format, ("list", "pandas"))
         if experiment is None:
             experiment = os.environ.get("TRACKKIT_EXPERIMENT") or DEFAULT_EXPERIMENT
         query = search.build_query(experiment, filter, order_by, max_results)
         _lifecycle.flush_open(self)
         candidates = call(self.backend, "search runs", lambda: self.backend.search_runs(query))
-        return search.select(query, candidates)
+        runs = search.select(query, candidates)
+        if output_format == "pandas":
+            from trackkit import frames
+
+            return frames.runs_frame(runs, self.backend.name)
+        return runs
+
+    @staticmethod
+    def _check_format(output_format: str, allowed: tuple[str, ...]) -> None:
+        """Refuse an unknown output format; check that pandas is there before any work."""
+        if output_format not in allowed:
+            raise InvalidInput(
+                f"output_format must be one of {', '.join(map(repr, allowed))}, "
+                f"got {output_format!r}"
+            )
+        if output_format == "pandas":
+            from trackkit import frames
+
+            frames.pandas()
+
+    # -- reading back -------------------------------------------------------------------------
+    def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        """Every point of one metric of a run, in step order (points of one step in the order
+        they were logged), each with its step, value and timestamp (ms).
+
+        Raises:
+            NotFound: no such run, or the run has no metric ``key`` (the message lists its
+                metrics).
+        """
+        require(
+            self.backend, "metric_history", "get_metric_history", "read latest values (get_run)"
+        )
+        run_id, key = _text(run_id, "run_id"), _text(key, "metric key")
+        _lifecycle.flush_open(self)
+        points = self._history(run_id, key)
+        if not points:
+            known = sorted(self.get_run(run_id).metrics) if self._can_get_run() else []
+            raise NotFound(
+                f"run {run_id} has no metric {key!r}"
+                + (f"; its metrics: {', '.join(known)}" if known else "; it has no metrics")
+            )
+        return points
+
+    def _can_get_run(self) -> bool:
+        return self.backend.capabilities.search_runs
+
+    def _history(self, run_id: str, key: str) -> list[MetricPoint]:
+        points = call(
+            self.backend,
+            f"read metric {key!r} of run {run_id}",
+            lambda: self.backend.get_metric_history(run_id, key),
+        )
+        return sorted(points, key=lambda p: p.step)  # stable: a step's points keep their order
+
+    @overload
+    def get_metric_histories(
+        self,
+        run_ids: str | Sequence[str],
+        keys: str | Sequence[str] | None = None,
+        *,
+        output_format: Literal["pandas"] = "pandas",
+    ) -> DataFrame: ...
+
+    @overload
+    def get_metric_histories(
+        self,
+        run_ids: str | Sequence[str],
+        keys: str | Sequence[str] | None = None,
+        *,
+        output_format: Literal["dict"],
+    ) -> dict[str, dict[str, list[MetricPoint]]]: ...
+
+    def get_metric_histories(
+        self,
+        run_ids: str | Sequence[str],
+        keys: str | Sequence[str] | None = None,
+        *,
+        output_format: Literal["pandas", "dict"] = "pandas",
+    ) -> DataFrame | dict[str, dict[str, list[MetricPoint]]]:
+        """Every point of several metrics of several runs, e.g. to plot their curves.
+
+        Args:
+            run_ids: a run id or a list of them.
+            keys: a metric key or a list of them; None: every metric of each run. A run
+                without one of them has no rows for it.
+            output_format: ``"pandas"``, a long DataFrame with one row per point (columns
+                ``run_id``, ``run_name``, ``key``, ``step``, ``value``, ``timestamp``), runs
+                in the given order, then keys, then steps; ``"dict"``,
+                ``{run_id: {key: [MetricPoint, ...]}}``.
+
+        Raises:
+            NotFound: a run does not exist, or no run has one of ``keys``.
+            MissingDependencyError: ``output_format="pandas"`` without pandas installed.
+        """
+        require(
+            self.backend, "metric_history", "get_metric_histories", "read latest values (get_run)"
+        )
+        self._check_format(output_format, ("pandas", "dict"))
+        ids = [_text(r, "run_id") for r in ([run_ids] if isinstance(run_ids, str) else run_ids)]
+        wanted = (
+            None
+            if keys is None
+            else [_text(k, "metric key") for k in ([keys] if isinstance(keys, str) else keys)]
+        )
+        _lifecycle.flush_open(self)
+        found: dict[str, dict[str, list[MetricPoint]]] = {}
+        names: dict[str, str] = {}
+        for run_id in dict.fromkeys(ids):
+            info = self.get_run(run_id)
+            names[run_id] = info.name
+            own = (
+                sorted(info.metrics) if wanted is None else [k for k in wanted if k in info.metrics]
+            )
+            found[run_id] = {key: self._history(run_id, key) for key in own}
+        missing = [k for k in wanted or () if not any(k in keyed for keyed in found.values())]
+        if missing:
+            raise NotFound(
+                f"no run among {', '.join(found)} has the metric(s) {', '.join(map(repr, missing))}"
+            )
+        if output_format == "dict":
+            return found
+        from trackkit import frames
+
+        rows = [
+            (run_id, names[run_id], key, point)
+            for run_id, keyed in found.items()
+            for key, points in keyed.items()
+            for point in points
+        ]
+        return frames.history_frame(rows)
+
+    def list_artifacts(
+        self, run_id: str, path: str = "", recursive: bool = False
+    ) -> list[ArtifactInfo]:
+        """The artifacts directly under ``path`` of a run (the run's root by default), by path;
+        with ``recursive``, every file and directory below it. A path that does not exist
+        lists nothing. Copy them out with :meth:`download_artifacts`."""
+        require(self.backend, "list_artifacts", "list_artifacts", "download paths you know")
+        run_id = _text(run_id, "run_id")
+        clean = normalize.artifact_dir(path) or ""
+        _lifecycle.flush_open(self)
+        found: list[ArtifactInfo] = []
+        todo = [clean]
+        while todo:
+            entries = self._artifacts(run_id, todo.pop())
+            found += entries
+            if recursive:
+                todo += [e.path for e in entries if e.is_dir]
+        return sorted(found, key=lambda e: e.path)
+
+    def _artifacts(self, run_id: str, path: str) -> list[ArtifactInfo]:
+        return call(
+            self.backend,
+            f"list artifacts {path!r} of run {run_id}",
+            lambda: self.backend.list_artifacts(run_id, path),
+        )
+
+    def list_experiments(self) -> list[str]:
+        """The names of every experiment, sorted."""
+        require(self.backend, "list_experiments", "list_experiments", "name your experiments")
+        return sorted(call(self.backend, "list experiments", self.backend.list_experiments))
 
     def download_artifacts(
         self, run_id: str, path: str = "", dst: str | os.PathLike[str] | None = None
@@ -298,6 +578,22 @@ class Tracker:
             lambda: self.backend.create_model_version(name, uri, run_id, description),
         )
 
+    def list_registered_models(self) -> list[RegisteredModel]:
+        """Every registered model with its description, aliases, latest version and tags,
+        by name; :meth:`list_model_versions` gives each one's versions."""
+        require(self.backend, "registry", "list_registered_models", "name the model you want")
+        local = self._offline_registry()
+        if local is not None:
+            return local.list_registered_models()
+        require(
+            self.backend,
+            "list_registered_models",
+            "list_registered_models",
+            "list the versions of a model you name (list_model_versions)",
+        )
+        found = call(self.backend, "list registered models", self.backend.list_registered_models)
+        return sorted(found, key=lambda m: m.name)
+
     def list_model_versions(self, name: str) -> list[ModelVersion]:
         """Every version of a registered model, oldest first."""
         require(self.backend, "registry", "list_model_versions", "keep the ModelRefs you logged")
@@ -313,20 +609,30 @@ class Tracker:
         return sorted(versions, key=lambda v: v.version)
 
     def get_model_version(
-        self, name: str, version: int | str | None = None, alias: str | None = None
+        self,
+        name: str,
+        version: int | str | None = None,
+        alias: str | None = None,
+        stage: str | None = None,
     ) -> ModelVersion:
-        """One version, by number or alias; with neither, the latest version.
+        """One version, by number, alias or stage; with none of them, the latest version.
 
         ``alias="latest"`` is the newest version and ``alias="v3"`` is version 3, on every
-        backend.
+        backend. ``stage="Production"`` (MLflow's deprecated stages, any case) is the alias
+        ``production``; its first use in a process warns once.
 
         Raises:
             NotFound: no such model, version or alias.
         """
         require(self.backend, "registry", "get_model_version", "keep the ModelRefs you logged")
         name = normalize.model_name(name)
-        if version is not None and alias is not None:
-            raise InvalidInput("pass version or alias, not both")
+        if sum(x is not None for x in (version, alias, stage)) > 1:
+            raise InvalidInput("pass one of version, alias or stage")
+        if stage is not None:
+            alias = stage_alias(stage, "get_model_version(stage=...)")
+        elif isinstance(version, str) and version.lower() in STAGES:
+            alias = stage_alias(version, f"model version {version!r}")
+            version = None
         local = self._offline_registry()
         if alias is not None:
             if isinstance(alias, str) and alias.lower() == "latest":
@@ -395,6 +701,43 @@ class Tracker:
             lambda: self.backend.delete_model_alias(name, checked),
         )
 
+    def transition_model_version_stage(
+        self,
+        name: str,
+        version: int | str,
+        stage: str,
+        archive_existing_versions: bool = False,
+    ) -> ModelVersion:
+        """MLflow's stage transition, done with aliases: move the alias of ``stage``.
+
+        ``stage`` is Staging, Production or Archived (any case): the alias with its lower-cased
+        name moves to ``version``; ``None`` removes every stage alias from ``version``. With
+        ``archive_existing_versions``, the version that held the alias before gets the alias
+        ``archived``. The first use in a process warns once (use aliases instead).
+        """
+        require(self.backend, "registry", "transition_model_version_stage", "use set_model_alias")
+        name, number = normalize.model_name(name), normalize.model_version(version)
+        if isinstance(stage, str) and stage.lower() == "none":
+            for alias in self.get_model_version(name, number).aliases:
+                if alias in STAGES:
+                    self.delete_model_alias(name, alias)
+            return self.get_model_version(name, number)
+        alias = stage_alias(stage, "transition_model_version_stage")
+        previous = None
+        if archive_existing_versions and alias != "archived":
+            with contextlib.suppress(NotFound):
+                previous = self.get_model_version(name, alias=alias).version
+        self.set_model_alias(name, alias, number)
+        if previous is not None and previous != number:
+            self.set_model_alias(name, "archived", previous)
+        if self._offline_registry() is None:
+            call(
+                self.backend,
+                f"set the stage of version {number} of {name!r}",
+                lambda: self.backend.set_model_stage(name, number, alias),
+            )
+        return self.get_model_version(name, number)
+
     def update_model_version(self, name: str, version: int | str, description: str) -> ModelVersion:
         """Set the description of a model version."""
         require(self.backend, "registry", "update_model_version", "log the description as a tag")
@@ -421,15 +764,47 @@ class Tracker:
         """Load a model back as the original Python object.
 
         Args:
-            model: a registered model name; a ``models:/<name>@<alias>`` or
-                ``models:/<name>/<version>`` URI; a ModelRef; or the backend's own model URI.
+            model: a registered model name; a ``models:/<name>@<alias>``,
+                ``models:/<name>/<version>`` or ``models:/<name>/<stage>`` URI (the stage's
+                alias, e.g. ``Production`` -> ``production``); a ModelRef; a
+                ``runs:/<run_id>/<name>`` URI; or the backend's own model URI.
             version: with a name: the version (default: latest).
             alias: with a name: the alias.
         """
+        return self._load(model, version, alias)[0]
+
+    def load_model_package(
+        self,
+        model: str | ModelRef,
+        version: int | str | None = None,
+        alias: str | None = None,
+    ) -> Package:
+        """Load a model with what was stored beside it: its flavor, signature and input example.
+
+        Takes the arguments of :meth:`load_model`; ``Package.model`` is what ``load_model``
+        returns.
+        """
+        from trackkit import models
+
+        with models.capture() as opened:
+            loaded, uri = self._load(model, version, alias)
+        if opened:
+            return dataclasses.replace(opened[-1], model=loaded)
+        flavor, signature, example = call(
+            self.backend, f"read model {uri}", lambda: self.backend.model_details(uri)
+        )
+        return models.Package(loaded, flavor or "python", signature, example, {})
+
+    def _load(
+        self, model: str | ModelRef, version: int | str | None, alias: str | None
+    ) -> tuple[Any, str]:
+        """The loaded model, and the URI it was loaded from."""
         if isinstance(model, ModelRef):
-            return call(
-                self.backend, f"load model {model.uri}", lambda: self.backend.load_model(model.uri)
+            ref = model
+            loaded = call(
+                self.backend, f"load model {ref.uri}", lambda: self.backend.load_model(ref.uri)
             )
+            return loaded, ref.uri
         if not isinstance(model, str) or not model:
             raise InvalidInput(f"model must be a name, a URI or a ModelRef, got {model!r}")
         if model.startswith("models:/"):
@@ -440,18 +815,24 @@ class Tracker:
             elif "/" in rest:
                 name, version = rest.split("/", 1)
                 alias = None
+                if version.lower() in STAGES:  # the course's models:/<name>/Production
+                    alias = stage_alias(version, model)
+                    version = None
             else:
-                return call(self.backend, f"load {model}", lambda: self.backend.load_model(model))
+                uri = model
+                return call(self.backend, f"load {uri}", lambda: self.backend.load_model(uri)), uri
         elif ":/" in model:
-            return call(self.backend, f"load {model}", lambda: self.backend.load_model(model))
+            uri = model
+            return call(self.backend, f"load {uri}", lambda: self.backend.load_model(uri)), uri
         else:
             name = model
         found = self.get_model_version(name, version=version, alias=alias)
-        return call(
+        loaded = call(
             self.backend,
             f"load version {found.version} of {found.name!r}",
             lambda: self.backend.load_model_version(found),
         )
+        return loaded, f"models:/{found.name}/{found.version}"
 
     # -- lifecycle --------------------------------------------------------------------------
     def flush(self) -> None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
+import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -24,17 +27,28 @@ from trackkit import hookimpl
 from trackkit._lazy import import_sdk
 from trackkit._secrets import redact, scrub, without_password
 from trackkit.backend import Backend, Capabilities, Limits
-from trackkit.entities import ModelRef, ModelVersion, RunHandle, RunInfo
+from trackkit.entities import (
+    ArtifactInfo,
+    MetricPoint,
+    ModelRef,
+    ModelVersion,
+    RegisteredModel,
+    RunHandle,
+    RunInfo,
+)
 from trackkit.errors import InvalidInput, NotFound
 from trackkit.normalize import value_text
 from trackkit.search import NUMERIC_ATTRIBUTES, Clause
 
 if TYPE_CHECKING:
     from trackkit.entities import Metric, ParamValue
+    from trackkit.models import Signature
     from trackkit.search import Query
 
 DEFAULT_DB = "mlflow.db"
 SYSTEM_TAG_PREFIX = "mlflow."
+#: the tag MLflow's fluent ``start_run(nested=True)`` sets; its UI nests runs by it
+PARENT_TAG = "mlflow.parentRunId"
 # MLflow keeps the tracking URI in process globals; trackkit sets it only around the few
 # fluent-only calls (model logging, loading, registration) and restores it afterwards.
 _GLOBAL_URI_LOCK = threading.RLock()
@@ -95,6 +109,26 @@ def _bad_uri(tracking_uri: str, registry_uri: str, error: Exception) -> str:
     )
 
 
+def ui_base(tracking_uri: str) -> str | None:
+    """The address of the MLflow UI that serves ``tracking_uri``: a tracking server's own
+    address, without credentials, query or fragment; None for a store without a UI."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
+
+
+def mlflow_command() -> str:
+    """``mlflow`` as the running interpreter's environment has it, so a printed command works
+    where that environment is not activated."""
+    beside = Path(sys.executable).parent / "mlflow"
+    return str(beside) if beside.is_file() else "mlflow"
+
+
 def _ms_to_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
@@ -126,6 +160,11 @@ def _mlflow_number(value: float) -> str | None:
 def _mlflow_clause(clause: Clause) -> str | None:
     """MLflow's filter for one clause, or None when MLflow cannot express it exactly."""
     op, value, key = clause.op, clause.value, clause.key
+    if clause.entity == "attributes" and key == "parent_id":
+        if op in ("IN", "NOT IN"):
+            return None
+        text = _mlflow_text(value)
+        return None if text is None else f"tags.`{PARENT_TAG}` {op} {text}"
     if clause.entity == "attributes":
         name = f"attributes.{key}"
         if key in NUMERIC_ATTRIBUTES:
@@ -172,6 +211,50 @@ def _skops_types(model: Any) -> list[str] | None:
     return list(skops_io.get_untrusted_types(data=skops_io.dumps(model))) or None
 
 
+#: the attribute of trackkit's pyfunc wrapper that holds the logged object
+PYFUNC_OBJECT = "trackkit_object"
+
+
+def _is_records(example: Any) -> bool:
+    return isinstance(example, dict) or (
+        isinstance(example, (list, tuple)) and bool(example) and isinstance(example[0], dict)
+    )
+
+
+def _python_model(mlflow: Any, obj: Any, records: bool) -> Any:
+    """An MLflow ``PythonModel`` whose ``predict`` calls ``obj.predict``.
+
+    The class is made here, not defined at module level, so cloudpickle stores it by value:
+    the MLflow model loads where trackkit is not installed. ``records``: the model takes a
+    list of dicts, so a DataFrame MLflow built from the signature's columns is turned back
+    into records.
+    """
+
+    # no annotations: MLflow reads a PythonModel's type hints as an input schema
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        target = getattr(self, "trackkit_object")  # noqa: B009 - no trackkit name at load time
+        if not callable(getattr(target, "predict", None)):
+            raise TypeError(
+                f"the logged {type(target).__name__} has no predict method; load it with "
+                "trackkit.load_model (or unwrap_python_model().trackkit_object) and use it"
+            )
+        if getattr(self, "trackkit_records", False) and hasattr(model_input, "to_dict"):
+            model_input = model_input.to_dict(orient="records")
+        return target.predict(model_input)
+
+    with warnings.catch_warnings():  # MLflow asks for type hints: see predict
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict`")
+        cls = type(
+            "TrackkitPythonModel",
+            (mlflow.pyfunc.PythonModel,),
+            {"predict": predict, "__module__": "trackkit_pyfunc_model"},
+        )
+    wrapper = cls()
+    setattr(wrapper, PYFUNC_OBJECT, obj)
+    wrapper.trackkit_records = records
+    return wrapper
+
+
 class MLflowBackend(Backend):
     """trackkit on MLflow (``pip install 'trackkit[mlflow]'``).
 
@@ -192,6 +275,11 @@ class MLflowBackend(Backend):
         resume=True,
         download_artifacts=True,
         native_tables=True,
+        nested_runs=True,
+        metric_history=True,
+        list_artifacts=True,
+        list_experiments=True,
+        list_registered_models=True,
     )
     # mlflow.utils.validation; names follow the portable rule (no ':' as on Windows servers).
     limits = Limits(
@@ -240,6 +328,8 @@ class MLflowBackend(Backend):
         except MlflowException as e:  # no store for the URI's scheme (e.g. a typo: htpp://)
             raise InvalidInput(_bad_uri(self.tracking_uri, self.registry_uri, e)) from None
         self._experiment_names: dict[str, str] = {}
+        self._run_experiments: dict[str, str] = {}  # run id -> experiment id, for run_url
+        self._ui = ui_base(self.tracking_uri)
 
     def describe(self) -> str:
         return f"mlflow ({redact(self.tracking_uri)})"
@@ -332,7 +422,14 @@ class MLflowBackend(Backend):
             self._experiment_names[experiment_id] = self.client.get_experiment(experiment_id).name
         return self._experiment_names[experiment_id]
 
-    def start_run(self, experiment: str | None, name: str | None, run_id: str | None) -> RunHandle:
+    def start_run(
+        self,
+        experiment: str | None,
+        name: str | None,
+        run_id: str | None,
+        *,
+        parent_id: str | None = None,
+    ) -> RunHandle:
         if run_id is not None:
             with self._mapped(f"run {run_id!r}"):
                 run = self.client.get_run(run_id)
@@ -343,6 +440,7 @@ class MLflowBackend(Backend):
                 )
             if run.info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
+            self._run_experiments[run_id] = run.info.experiment_id
             return RunHandle(
                 id=run_id,
                 name=run.info.run_name,
@@ -353,9 +451,13 @@ class MLflowBackend(Backend):
         assert experiment is not None
         from mlflow.tracking.context.registry import resolve_tags
 
-        run = self.client.create_run(
-            self._experiment_id(experiment), run_name=name, tags=resolve_tags()
-        )
+        tags = resolve_tags()
+        if parent_id is not None:
+            with self._mapped(f"parent run {parent_id!r}"):
+                self.client.get_run(parent_id)  # a child of a run that does not exist: NotFound
+            tags[PARENT_TAG] = parent_id
+        run = self.client.create_run(self._experiment_id(experiment), run_name=name, tags=tags)
+        self._run_experiments[run.info.run_id] = run.info.experiment_id
         return RunHandle(id=run.info.run_id, name=run.info.run_name, experiment=experiment)
 
     def end_run(self, run_id: str, status: str) -> None:
@@ -411,6 +513,7 @@ class MLflowBackend(Backend):
         return Path(local)
 
     def _run_info(self, run: Any) -> RunInfo:
+        tags = dict(run.data.tags)
         return RunInfo(
             id=run.info.run_id,
             name=run.info.run_name,
@@ -418,10 +521,88 @@ class MLflowBackend(Backend):
             status=run.info.status,
             params=dict(run.data.params),
             metrics=dict(run.data.metrics),
-            tags={k: v for k, v in run.data.tags.items() if not k.startswith(SYSTEM_TAG_PREFIX)},
+            tags={k: v for k, v in tags.items() if not k.startswith(SYSTEM_TAG_PREFIX)},
             start_time=_ms_to_datetime(run.info.start_time),
             end_time=_ms_to_datetime(run.info.end_time),
+            parent_id=run.data.tags.get(PARENT_TAG) or None,
+            url=self._url(run.info.experiment_id, run.info.run_id),
+            experiment_id=str(run.info.experiment_id),
+            artifact_uri=run.info.artifact_uri,
+            system_tags={k: v for k, v in tags.items() if k.startswith(SYSTEM_TAG_PREFIX)},
         )
+
+    # -- reading back -------------------------------------------------------------------------
+    def _url(self, experiment_id: str, run_id: str) -> str | None:
+        if self._ui is None:
+            return None
+        return f"{self._ui}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def _run_experiment_id(self, run_id: str) -> str:
+        if run_id not in self._run_experiments:
+            with self._mapped(f"run {run_id!r}"):
+                self._run_experiments[run_id] = self.client.get_run(run_id).info.experiment_id
+        return self._run_experiments[run_id]
+
+    def run_url(self, run_id: str) -> str | None:
+        if self._ui is None:
+            return None
+        return self._url(self._run_experiment_id(run_id), run_id)
+
+    def run_hint(self, run_id: str) -> str | None:
+        if self._ui is not None or self.tracking_uri.startswith("databricks"):
+            return None
+        command = [mlflow_command(), "ui", "--backend-store-uri", self.tracking_uri]
+        if self.registry_uri != self.tracking_uri:
+            command += ["--registry-store-uri", self.registry_uri]
+        experiment_id = self._run_experiment_id(run_id)
+        page = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
+        shown = " ".join(shlex.quote(_without_password(part)) for part in command)
+        return f"see it with `{shown}`, then open {page}"
+
+    def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        with self._mapped(f"run {run_id!r}"):
+            history = self.client.get_metric_history(run_id, key)
+        return [MetricPoint(int(m.step), float(m.value), int(m.timestamp)) for m in history]
+
+    def list_artifacts(self, run_id: str, path: str) -> list[ArtifactInfo]:
+        with self._mapped(f"run {run_id!r}"):
+            listed = self.client.list_artifacts(run_id, path or None)
+        return [
+            ArtifactInfo(path=f.path, is_dir=bool(f.is_dir), size=None if f.is_dir else f.file_size)
+            for f in listed
+        ]
+
+    def list_experiments(self) -> list[str]:
+        found: list[str] = []
+        token = None
+        while True:
+            with self._mapped("list experiments"):
+                page = self.client.search_experiments(max_results=1000, page_token=token)
+            found += [e.name for e in page]
+            token = page.token
+            if not token:
+                return found
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        found: list[RegisteredModel] = []
+        token = None
+        while True:
+            with self._mapped("list registered models"):
+                page = self.client.search_registered_models(max_results=1000, page_token=token)
+            for model in page:
+                versions = [int(v.version) for v in model.latest_versions or ()]
+                found.append(
+                    RegisteredModel(
+                        name=model.name,
+                        description=model.description or None,
+                        aliases={a: int(v) for a, v in sorted((model.aliases or {}).items())},
+                        latest_version=max(versions) if versions else None,
+                        tags=dict(model.tags or {}),
+                    )
+                )
+            token = page.token
+            if not token:
+                return found
 
     def get_run(self, run_id: str) -> RunInfo:
         with self._mapped(f"run {run_id!r}"):
@@ -466,20 +647,58 @@ class MLflowBackend(Backend):
     def _flavor_module(self, flavor: str) -> Any:
         return import_sdk(f"mlflow.{flavor}", extra="ml", purpose=f"MLflow's {flavor} flavor")
 
-    def log_model(self, run_id: str, model: Any, name: str, flavor: str) -> ModelRef:
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        name: str,
+        flavor: str,
+        *,
+        signature: Signature | None = None,
+        input_example: Any = None,
+    ) -> ModelRef:
         if "/" in name:
             raise InvalidInput(f"MLflow model names cannot contain '/', got {name!r}")
         from trackkit.models import requirements
 
-        module = self._flavor_module(flavor)
         # Pinning requirements ourselves skips MLflow's inference, which loads the model in a
         # subprocess and costs seconds per call.
         pins = requirements(model, flavor)
         extra: dict[str, Any] = {}
-        if flavor == "sklearn":
-            extra["skops_trusted_types"] = _skops_types(model)
-        with self._global_uris(), self._run_experiment(run_id):
-            info = module.log_model(model, name=name, run_id=run_id, pip_requirements=pins, **extra)
+        if signature is not None:
+            from mlflow.models import ModelSignature
+
+            extra["signature"] = ModelSignature.from_dict(signature.to_mlflow_dict())
+        if input_example is not None:
+            extra["input_example"] = input_example
+        if flavor == "python":
+            # any picklable object, as an MLflow pyfunc model: mlflow.pyfunc.load_model(uri)
+            # .predict(...) calls the object's own predict
+            cloudpickle = import_sdk("cloudpickle", extra="mlflow", purpose="MLflow pyfunc models")
+            pins = sorted({*pins, f"cloudpickle=={cloudpickle.__version__}"})
+            records = input_example is not None and _is_records(input_example)
+            python_model = _python_model(self._mlflow, model, records)
+            with self._global_uris(), self._run_experiment(run_id), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*type hints to the `predict`")
+                warnings.filterwarnings("ignore", message=".*input example was not provided")
+                # Model.log is what mlflow.pyfunc.log_model calls, with the run given
+                info = self._mlflow.models.Model.log(
+                    artifact_path=None,
+                    name=name,
+                    flavor=self._mlflow.pyfunc,
+                    python_model=python_model,
+                    run_id=run_id,
+                    pip_requirements=pins,
+                    **extra,
+                )
+        else:
+            module = self._flavor_module(flavor)
+            if flavor == "sklearn":
+                extra["skops_trusted_types"] = _skops_types(model)
+            with self._global_uris(), self._run_experiment(run_id):
+                info = module.log_model(
+                    model, name=name, run_id=run_id, pip_requirements=pins, **extra
+                )
         return ModelRef(
             run_id=run_id, name=name, uri=info.model_uri, flavor=flavor, backend=self.name
         )
@@ -493,7 +712,34 @@ class MLflowBackend(Backend):
             for flavor in ("xgboost", "sklearn"):
                 if flavor in flavors:
                     return self._flavor_module(flavor).load_model(uri)
-            return self._mlflow.pyfunc.load_model(uri)
+            loaded = self._mlflow.pyfunc.load_model(uri)
+            unwrap = getattr(loaded, "unwrap_python_model", None)
+            try:
+                inner = unwrap() if callable(unwrap) else None
+            except Exception:  # a pyfunc model without a Python model inside
+                inner = None
+            if inner is not None and hasattr(inner, PYFUNC_OBJECT):
+                return getattr(inner, PYFUNC_OBJECT)  # logged by trackkit: the object itself
+            return loaded
+
+    def model_details(self, uri: str) -> tuple[str | None, Signature | None, Any]:
+        import tempfile
+
+        from trackkit.models import as_signature
+
+        with self._global_uris(), self._mapped(f"model {uri!r}", missing=True):
+            info = self._mlflow.models.get_model_info(uri)
+            flavor = next((f for f in ("xgboost", "sklearn") if f in info.flavors), "python")
+            signature = as_signature(info.signature)
+            example = None
+            if info.saved_input_example_info:
+                with tempfile.TemporaryDirectory(prefix="trackkit-mlflow-") as tmp:
+                    local = self._mlflow.artifacts.download_artifacts(
+                        artifact_uri=uri, dst_path=tmp
+                    )
+                    model = self._mlflow.models.Model.load(local)
+                    example = model.load_input_example(local)
+        return flavor, signature, example
 
     def load_model_version(self, version: ModelVersion) -> Any:
         return self.load_model(f"models:/{version.name}/{version.version}")
