@@ -4,8 +4,10 @@ The DataFrame of runs has ``mlflow.search_runs``'s layout, column for column and
 dtype: ``run_id``, ``experiment_id``, ``status``, ``artifact_uri``, ``start_time``,
 ``end_time``, then ``metrics.<key>``, ``params.<key>`` and ``tags.<key>`` (the backend's
 system tags included), and after them ``run_name``, ``parent_id`` and ``backend``. It is built
-from :class:`~trackkit.entities.RunInfo`, so it is the same on every backend and mode. pandas
-is imported only here, and only when a frame is asked for.
+from :class:`~trackkit.entities.RunInfo`, so it is the same on every backend and mode. A
+column no run has a value in keeps the dtype of its kind (text, UTC times), where MLflow's
+would fall back to ``object``. pandas is imported only here, and only when a frame is asked
+for.
 """
 
 from __future__ import annotations
@@ -90,13 +92,23 @@ def runs_frame(runs: Sequence[RunInfo], backend: str) -> DataFrame:
     """
     pd = pandas()
     records = [run_record(info, backend) for info in runs]
-    data: dict[str, list[Any]] = {}
+    # the dtypes pandas gives MLflow's text and time columns: a column with no value at all
+    # (every run without a parent; no run) gets them too, so the layout never depends on data
+    text = pd.Series(["text"]).dtype
+    moment = pd.Series([pd.to_datetime(0, unit="ms", utc=True)]).dtype
+    data: dict[str, Any] = {}
     for column in columns(records):
         values = [record.get(column, _missing(column)) for record in records]
         if column in ("start_time", "end_time"):
-            # as MLflow converts its millisecond times, so the dtypes are MLflow's
+            # as MLflow converts its millisecond times, so the values and dtypes are MLflow's
             values = [pd.to_datetime(epoch_ms(v), unit="ms", utc=True) for v in values]
-        data[column] = values
+            empty = all(v is None for v in values)
+            data[column] = pd.Series(values, dtype=moment) if empty else values
+        elif column.startswith("metrics."):
+            data[column] = values
+        else:
+            empty = all(v is None for v in values)
+            data[column] = pd.Series(values, dtype=text) if empty else values
     return pd.DataFrame(data)
 
 

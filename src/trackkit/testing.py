@@ -811,7 +811,8 @@ class ConformanceSuite:
         assert set(frame["status"]) == {"FINISHED"}
         assert set(frame["backend"]) == {tracker.backend.name}
         assert list(frame["tags.dev"]) == ["ana"] * 3
-        assert list(frame["parent_id"]) == [None] * 3
+        assert frame["parent_id"].isna().all()
+        assert frame["parent_id"].dtype == frame["run_name"].dtype  # text, though empty
         for column in ("start_time", "end_time"):
             assert pd.api.types.is_datetime64_any_dtype(frame[column]), frame[column].dtype
             assert str(frame[column].dt.tz) == "UTC"
