@@ -75,8 +75,12 @@ class NeptuneDebugReader:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         return flatten(node)
 
+    def _values(self, run_id: str, root: str) -> dict[tuple[str, ...], Any]:
+        run = self._run(run_id)
+        return flatten(run[root].fetch()) if root in run.get_structure() else {}
+
     def params(self, run_id: str) -> dict[str, str]:
-        values = flatten(self._run(run_id)["parameters"].fetch())
+        values = self._values(run_id, "parameters")
         return {decode(list(path)): text(v) for path, v in values.items()}
 
     def metric_points(self, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -98,11 +102,15 @@ class NeptuneDebugReader:
         return points
 
     def tags(self, run_id: str) -> dict[str, str]:
-        values = flatten(self._run(run_id)["tags"].fetch())
+        values = self._values(run_id, "tags")
         return {decode(list(path)): v for path, v in values.items()}
 
     def status(self, run_id: str) -> str:
         return str(self._run(run_id)["trackkit/status"].fetch())
+
+    def parent_id(self, run_id: str) -> str | None:
+        fields = self._run(run_id)["trackkit"].fetch()
+        return str(fields["parent_id"]) if "parent_id" in fields else None
 
     def artifact_files(self, run_id: str) -> set[str]:
         return {"/".join(path) for path in self._fields(run_id, "artifacts")}
@@ -171,6 +179,10 @@ class NeptuneOfflineReader:
 
     def status(self, run_id: str) -> str:
         return str(self._atoms(run_id, "trackkit")[("status",)])
+
+    def parent_id(self, run_id: str) -> str | None:
+        found = self._atoms(run_id, "trackkit").get(("parent_id",))
+        return None if found is None else str(found)
 
     def _uploads(self, run_id: str) -> dict[str, Path]:
         files = {}

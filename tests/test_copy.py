@@ -232,3 +232,22 @@ def test_an_unfinished_run_is_ended_killed_and_bad_sources_are_refused(
     with pytest.raises(NotFound, match="no-such-run"):
         copy_runs(data_dir, destination, run_ids=["no-such-run"])
     destination.close()
+
+
+def test_a_nested_run_keeps_its_parent_as_a_tag(sqlite_uri: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    data_dir = tmp_path / ".neptune"
+    tracker = trackkit.get_tracker("neptune", mode="offline", data_dir=data_dir)
+    parent = tracker.start_run(experiment="tune", name="search")
+    with parent, tracker.start_run(name="trial", parent=parent) as child:
+        child.log_metric("loss", 0.5)
+    tracker.close()
+    destination = trackkit.get_tracker("mlflow", tracking_uri=sqlite_uri)
+    results = {r.name: r for r in copy_runs(data_dir, destination)}
+    destination.close()
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    tags = client.get_run(results["trial"].run_id).data.tags
+    assert tags["neptune.parent_id"] == parent.id and tags["neptune.run_id"] == child.id
+    assert "neptune.parent_id" not in client.get_run(results["search"].run_id).data.tags
+    assert results["trial"].params == 0  # trackkit/parent_id is the link, not a param

@@ -534,6 +534,26 @@ def test_server_search_translates_the_filter_and_filters_again(
     tracker.close()
 
 
+def test_server_runs_keep_their_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FakeNeptuneServer(monkeypatch)
+    tracker = trackkit.get_tracker("neptune", mode="sync", project="ws/proj", api_token=TOKEN)
+    with tracker.start_run(experiment="tune", name="search") as parent:
+        for i in range(2):
+            with tracker.start_run(name=f"trial-{i}", parent=parent) as child:
+                child.log_metric("loss", float(i))
+    assert server.runs["PROJ-2"]["trackkit/parent_id"].fetch() == parent.id == "PROJ-1"
+    assert "parent_id" not in server.runs["PROJ-1"]["trackkit"].fetch()
+    assert tracker.get_run(child.id).parent_id == "PROJ-1"  # read back from the server run
+    assert tracker.get_run(parent.id).parent_id is None
+    found = tracker.search_runs("tune", filter=f"attributes.parent_id = '{parent.id}'")
+    assert server.queries[-1]["query"] == (
+        '(`trackkit/experiment`:string = "tune") AND (`trackkit/parent_id`:string = "PROJ-1")'
+    )
+    # the rows of the runs table carry the link too (the fake server does not filter)
+    assert [(r.name, r.parent_id) for r in found] == [("trial-1", "PROJ-1"), ("trial-0", "PROJ-1")]
+    tracker.close()
+
+
 def test_server_registry_uses_model_objects_and_stages(monkeypatch: pytest.MonkeyPatch) -> None:
     server = FakeNeptuneServer(monkeypatch)
     server.taken_keys.add("RIDE")  # another model holds the natural key
@@ -572,6 +592,7 @@ def test_server_registry_uses_model_objects_and_stages(monkeypatch: pytest.Monke
         ),
         ("tags.`data/set` LIKE '%taxi%'", '(`tags/data%2Fset`:string CONTAINS "taxi")'),
         ("attributes.status = 'FAILED'", '(`trackkit/status`:string = "FAILED")'),
+        ("parent_id = 'PROJ-1'", '(`trackkit/parent_id`:string = "PROJ-1")'),
     ],
 )
 def test_filters_translate_to_neptune_queries(condition: str, nql: str) -> None:

@@ -34,6 +34,7 @@ from trackkit.backends.neptune.keys import (
     F_EXPERIMENT,
     F_FAILED,
     F_LABELS,
+    F_PARENT,
     F_RUN_ID,
     F_START,
     F_STATUS,
@@ -144,6 +145,7 @@ class NeptuneBackend(Backend):
         resume=True,
         download_artifacts=True,
         native_tables=False,
+        nested_runs=True,
     )
     # Field paths: 1024 bytes; String fields: 16,384 characters (the client cuts longer ones).
     # Keys stay at 250 characters so that the longest escaped path fits in 1024 bytes.
@@ -286,7 +288,13 @@ class NeptuneBackend(Backend):
         # and names the offline directory `neptune sync` reads
         return str(obj._id)
 
-    def start_run(self, experiment: str | None, name: str | None, run_id: str | None) -> RunHandle:
+    def start_run(
+        self,
+        experiment: str | None,
+        name: str | None,
+        run_id: str | None,
+        parent_id: str | None = None,
+    ) -> RunHandle:
         if run_id is not None:
             return self._resume(run_id, experiment)
         assert experiment is not None
@@ -295,6 +303,8 @@ class NeptuneBackend(Backend):
         with self._client.errors(f"start run {new_id}"):
             obj[F_RUN_ID] = new_id
             obj[F_EXPERIMENT] = experiment
+            if parent_id is not None:
+                obj[F_PARENT] = parent_id
             obj[F_STATUS] = "RUNNING"
             obj[F_START] = datetime.now(timezone.utc)
         state = _Run(id=new_id, obj=obj, name=name or "Untitled", experiment=experiment)

@@ -68,7 +68,8 @@ def _native(view: RunView, data: NeptuneRunData, run: SourceRun, include_system:
 
 def source_run(data: NeptuneRunData, include_system: bool = False) -> SourceRun:
     """The record of one Neptune run; ``include_system`` also keeps ``sys``, ``monitoring``
-    and ``source_code`` fields. The tag ``neptune.run_id`` names the source run."""
+    and ``source_code`` fields. The tag ``neptune.run_id`` names the source run, and
+    ``neptune.parent_id`` its parent for a nested run."""
     view = run_view(data)
     run = SourceRun(
         id=data.id,
@@ -85,6 +86,8 @@ def source_run(data: NeptuneRunData, include_system: bool = False) -> SourceRun:
     )
     _native(view, data, run, include_system)
     run.tags.setdefault("neptune.run_id", data.id)
+    if view.parent_id:  # kept as a tag: the copy is not nested in the destination
+        run.tags.setdefault("neptune.parent_id", view.parent_id)
     if view.labels:
         run.tags.setdefault("neptune.tags", json.dumps(sorted(view.labels)))
     description = data.atoms.get(F_DESCRIPTION)

@@ -28,6 +28,8 @@ F_EXPERIMENT = "trackkit/experiment"
 F_STATUS = "trackkit/status"
 F_START = "trackkit/start_time"
 F_END = "trackkit/end_time"
+#: the parent run's id, for a nested run (``start_run(parent=...)``)
+F_PARENT = "trackkit/parent_id"
 #: Neptune's own fields a run shows
 F_NAME = "sys/name"
 F_FAILED = "sys/failed"

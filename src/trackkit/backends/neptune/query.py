@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from trackkit.backends.neptune.keys import (
     F_EXPERIMENT,
     F_NAME,
+    F_PARENT,
     F_STATUS,
     INT32,
     METRICS,
@@ -65,7 +66,7 @@ def _nql_condition(c: Clause) -> str | None:
             f"(last(`{METRICS}/{default_path(c.key)}`:floatSeries) {c.op} {_nql_number(c.value)})"
         )
     if c.entity == "attributes":
-        fields = {"status": F_STATUS, "run_name": F_NAME}
+        fields = {"status": F_STATUS, "run_name": F_NAME, "parent_id": F_PARENT}
         path = fields.get(c.key)
         if path is None:
             return None

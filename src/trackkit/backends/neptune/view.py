@@ -23,6 +23,7 @@ from trackkit.backends.neptune.keys import (
     F_FAILED,
     F_LABELS,
     F_NAME,
+    F_PARENT,
     F_RUN_ID,
     F_START,
     F_STATUS,
@@ -101,6 +102,8 @@ class RunView:
     #: field paths the view consumed; the rest is the run's own Neptune data
     used: set[str]
     written_by_trackkit: bool
+    #: the parent run's id, for a nested run
+    parent_id: str | None = None
 
     def latest_metrics(self) -> dict[str, float]:
         """The value at each key's highest step (the latest logged among equal steps)."""
@@ -122,6 +125,7 @@ class RunView:
             tags=dict(self.tags),
             start_time=self.start_time,
             end_time=self.end_time,
+            parent_id=self.parent_id,
         )
 
 
@@ -199,6 +203,7 @@ def run_view(data: NeptuneRunData) -> RunView:
         status = "FAILED" if failed else "FINISHED"
     name = atom(F_NAME)
     experiment = atom(F_EXPERIMENT)
+    parent = atom(F_PARENT)
     written = any(p in atoms for p in (F_RUN_ID, F_STATUS, F_EXPERIMENT))
     return RunView(
         id=data.id,
@@ -214,6 +219,7 @@ def run_view(data: NeptuneRunData) -> RunView:
         labels=labels,
         used=used,
         written_by_trackkit=written,
+        parent_id=parent if isinstance(parent, str) and parent else None,
     )
 
 
