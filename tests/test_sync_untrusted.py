@@ -114,9 +114,9 @@ def test_concurrent_syncs_each_exit_0_and_deliver_everything_once(
     for proc, (out, err) in zip(syncs, outputs, strict=True):
         assert proc.returncode == 0, f"{out}\n{err}"
         assert "Traceback" not in err
-    delivered = [
-        line for out, _ in outputs for line in _lines(out).values() if " delivered " in line
-    ]
+    lines = [line for out, _ in outputs for line in _lines(out).values()]
+    assert all(line.startswith("local-") for line in lines), lines  # one line per journal
+    delivered = [line for line in lines if " delivered " in line]
     assert len(delivered) == journals  # each journal delivered by exactly one of them
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     runs = _runs(client, experiment)

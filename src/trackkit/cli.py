@@ -192,12 +192,15 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     sync retries it), else 3 if one was refused (it needs your decision), else 0."""
     from trackkit.sync import sync
 
-    results = sync(
-        args.dir,
-        args.backend,
-        trust_addresses=args.trust_journal_address,
-        **dict(args.option),
-    )
+    # what a backend's SDK prints while replaying (MLflow: a "View run" line per run ended)
+    # goes to stderr: stdout holds one line per journal
+    with contextlib.redirect_stdout(sys.stderr):
+        results = sync(
+            args.dir,
+            args.backend,
+            trust_addresses=args.trust_journal_address,
+            **dict(args.option),
+        )
     if args.json:
         rows = [{**r.__dict__, "path": str(r.path)} for r in results]
         json.dump(rows, out, indent=2)
