@@ -712,6 +712,63 @@ def test_a_model_logged_elsewhere_cannot_load_offline(offline: trackkit.Tracker)
         offline.load_model("wandb-artifact:///p/model-x:trackkit-000")
 
 
+def test_a_child_run_is_in_its_parents_w_and_b_group_and_names_it_in_its_config(
+    offline: trackkit.Tracker, reader: WandbReader, root: Path
+) -> None:
+    with (
+        offline.start_run("search", name="search") as search,
+        offline.start_run(name="trial-0", parent=search) as trial,
+        offline.start_run(name="fold-0", parent=trial) as fold,
+    ):
+        assert offline.get_run(fold.id).parent_id == trial.id  # open
+    with offline.start_run("search", name="other") as other:
+        pass
+    # W&B's own command shows the group and the config entry in the child's run record
+    [log] = reader.logs(fold.id)
+    wandb_command = [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json"]
+    out = subprocess.run(
+        [*wandb_command, str(log.parent)], capture_output=True, text=True, check=True, timeout=300
+    )
+    [run_record] = [
+        r["run"] for r in map(json.loads, out.stdout.splitlines()) if r["type"] == "run"
+    ]
+    assert run_record["run_group"] == search.id  # the whole search is one W&B group
+    assert run_record["config"]["update"]["trackkit:parent_id"] == trial.id
+    groups = {r.name: reader.group(r.id) for r in (search, trial, fold, other)}
+    assert groups == {"search": None, "trial-0": search.id, "fold-0": search.id, "other": None}
+    parents = {r.name: reader.parent_id(r.id) for r in (search, trial, fold, other)}
+    assert parents == {"search": None, "trial-0": search.id, "fold-0": trial.id, "other": None}
+    assert [offline.get_run(r.id).parent_id for r in (search, trial, fold, other)] == [
+        None, search.id, trial.id, None
+    ]  # fmt: skip
+    assert offline.get_run(fold.id).params == {}  # the link is not a param
+    # resumed in another process, the child keeps its group and its parent
+    again = trackkit.get_tracker("wandb", mode="offline", dir=root, settings=FAST)
+    with again.start_run(run_id=fold.id) as resumed:
+        resumed.log_metric("loss", 0.5)
+        assert again.get_run(resumed.id).parent_id == trial.id
+    again.close()
+    assert len(reader.logs(fold.id)) == 2 and reader.records(fold.id, "run")[-1]["run_group"] == (
+        search.id
+    )
+    assert offline.get_run(fold.id).parent_id == trial.id
+    with pytest.raises(NotFound, match="no W&B run 'nosuchid'"):
+        offline.start_run("search", parent="nosuchid")
+
+
+def test_with_a_fixed_project_the_group_stays_the_experiment_and_the_config_names_the_parent(
+    root: Path, reader: WandbReader
+) -> None:
+    tracker = trackkit.get_tracker("wandb", mode="offline", dir=root, settings=FAST, project="p")
+    with tracker.start_run("search") as search, tracker.start_run(parent=search) as trial:
+        pass
+    assert (reader.group(search.id), reader.group(trial.id)) == ("search", "search")
+    assert reader.parent_id(trial.id) == search.id
+    [info] = tracker.search_runs("search", filter=f"attributes.parent_id = '{search.id}'")
+    assert info.id == trial.id and info.experiment == "search"
+    tracker.close()
+
+
 def test_a_fixed_project_keeps_experiments_as_groups(root: Path, reader: WandbReader) -> None:
     tracker = trackkit.get_tracker("wandb", mode="offline", dir=root, settings=FAST, project="ride")
     with tracker.start_run("lasso") as a:
@@ -1106,6 +1163,12 @@ def test_get_run_and_download_online_in_a_fixed_project(
     ]  # fmt: skip
     info = tracker.get_run("r9")
     assert (info.experiment, info.status, info.metrics) == ("lasso", "FINISHED", {"rmse": 1.5})
+    assert info.parent_id is None
+    fake.projects["shared"].append(
+        FakeRun("c1", "shared", config={"alpha": 0.5, "trackkit:parent_id": "r9"}, group="r9")
+    )
+    child = tracker.get_run("c1")
+    assert (child.parent_id, child.params) == ("r9", {"alpha": "0.5"})
     out = tracker.download_artifacts("r9", "out", tmp_path / "dl")
     assert (out / "a.txt").read_text() == "A" and (out / "b" / "c.txt").read_text() == "C"
     with pytest.raises(NotFound, match="no artifact"):

@@ -94,9 +94,11 @@ class WandbReader:
         return {k: v for k, v in merged.items() if not k.startswith("_")}
 
     def params(self, run_id: str) -> dict[str, str]:
-        """The config as text; W&B's reader prints some numbers back changed (``1.0`` as ``1``),
-        so their logged text is kept in the summary as ``trackkit:param:<key>``."""
-        params = {k: _text(v) for k, v in self.config(run_id).items()}
+        """The config as text (its ``trackkit:`` entries are not params). W&B's reader prints
+        some numbers back changed (``1.0`` as ``1``), so their logged text is kept in the
+        summary as ``trackkit:param:<key>``."""
+        config = self.config(run_id)
+        params = {k: _text(v) for k, v in config.items() if not k.startswith("trackkit:")}
         for key, value in self.summary(run_id).items():
             if key.startswith("trackkit:param:") and key[len("trackkit:param:") :] in params:
                 params[key[len("trackkit:param:") :]] = value
@@ -119,6 +121,19 @@ class WandbReader:
                 value = SPECIAL[value] if isinstance(value, str) else float(value)
                 points.append((int(row[f"{key}:step"]), value))
         return points
+
+    def parent_id(self, run_id: str) -> str | None:
+        """The parent a child run's config names (``trackkit:parent_id``)."""
+        parents = [
+            r["config"]["update"].get("trackkit:parent_id") for r in self.records(run_id, "run")
+        ]
+        parents += [r["update"].get("trackkit:parent_id") for r in self.records(run_id, "config")]
+        return next((p for p in reversed(parents) if p), None)
+
+    def group(self, run_id: str) -> str | None:
+        """The W&B group of the run (its run record's ``run_group``)."""
+        groups = [r.get("run_group") for r in self.records(run_id, "run")]
+        return next((g for g in reversed(groups) if g), None)
 
     def tags(self, run_id: str) -> dict[str, str]:
         summary = self.summary(run_id)

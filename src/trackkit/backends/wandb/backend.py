@@ -37,6 +37,7 @@ from trackkit.backends.wandb.keys import (
     MAX_NAME,
     MAX_WANDB_TAG,
     MODEL_TYPE,
+    PARENT_KEY,
     STATUS_KEY,
     STEP_SUFFIX,
     TAG_PREFIX,
@@ -45,6 +46,7 @@ from trackkit.backends.wandb.keys import (
     kept_texts,
     last_steps,
     params_of,
+    parent_of,
     parse_time,
     run_status,
     summary_parts,
@@ -95,6 +97,8 @@ class _Open:
     next_row: int | None = None  # W&B row number to continue from (a resumed offline run)
     started: datetime | None = None
     seq: int = 0
+    parent_id: str | None = None
+    group: str | None = None  # the W&B group
 
 
 class WandbBackend(Backend):
@@ -129,6 +133,7 @@ class WandbBackend(Backend):
         resume=True,
         download_artifacts=True,
         native_tables=False,
+        nested_runs=True,
     )
     # W&B has no hard name or value limits; these are conservative (docs/wandb.md, "Limits"):
     # names portable across backends, values well under W&B's 1 MB-per-value guidance.
@@ -280,10 +285,18 @@ class WandbBackend(Backend):
             tags=dict(state.tags),
             start_time=state.started,
             end_time=None,
+            parent_id=state.parent_id,
         )
 
     # -- runs -----------------------------------------------------------------------------------
-    def _init(self, project: str, experiment: str, name: str | None, run_id: str | None) -> Any:
+    def _init(
+        self,
+        project: str,
+        name: str | None,
+        run_id: str | None,
+        group: str | None,
+        parent_id: str | None = None,
+    ) -> Any:
         arguments: dict[str, Any] = {
             "project": project,
             "entity": self.entity,
@@ -293,8 +306,10 @@ class WandbBackend(Backend):
             "reinit": "create_new",
             "settings": self._sdk_settings(),
         }
-        if self.project:
-            arguments["group"] = experiment
+        if group is not None:
+            arguments["group"] = group
+        if parent_id is not None:
+            arguments["config"] = {PARENT_KEY: parent_id}
         if run_id is not None:
             arguments["id"] = run_id
             # W&B cannot check offline that the run exists: offline resumes always succeed
@@ -302,7 +317,14 @@ class WandbBackend(Backend):
         self.dir.mkdir(parents=True, exist_ok=True)
         return self._wandb.init(**arguments)
 
-    def start_run(self, experiment: str | None, name: str | None, run_id: str | None) -> RunHandle:
+    def start_run(
+        self,
+        experiment: str | None,
+        name: str | None,
+        run_id: str | None,
+        *,
+        parent_id: str | None = None,
+    ) -> RunHandle:
         with self._lock:
             if run_id is not None:
                 state = self._resume(run_id, experiment, name)
@@ -316,13 +338,16 @@ class WandbBackend(Backend):
             assert experiment is not None
             project = self.project or experiment
             check_project(project)
-            run = self._init(project, experiment, name, None)
+            group = self._group(experiment, project, parent_id, check=True)
+            run = self._init(project, name, None, group, parent_id)
             state = _Open(
                 run=run,
                 project=project,
                 experiment=experiment,
                 name=name or run.name or run.id,
                 started=datetime.now(timezone.utc),
+                parent_id=parent_id,
+                group=group,
             )
             if self.project:
                 run.summary.update({EXPERIMENT_KEY: experiment})
@@ -354,7 +379,9 @@ class WandbBackend(Backend):
                     "started on this machine: pass experiment=<its project> to resume it"
                 )
             experiment = experiment or project
-        run = self._init(project, experiment, name or (record.name if record else None), run_id)
+        parent_id = record.parent_id if record else None
+        group = self._group(experiment, project, parent_id, check=False)
+        run = self._init(project, name or (record.name if record else None), run_id, group)
         config = dict(record.config) if record else {}
         summary = dict(record.summary) if record else {}
         with contextlib.suppress(Exception):  # online, W&B brings the server's state
@@ -371,6 +398,8 @@ class WandbBackend(Backend):
             tags=tags,
             latest={k: (steps[k], v, 0) for k, v in metrics.items() if k in steps},
             started=record.started if record else datetime.now(timezone.utc),
+            parent_id=parent_of(config),
+            group=group,
         )
         if self.offline and record is not None:
             # a resumed offline run restarts W&B's row counter at 0, and W&B keeps only rows
@@ -378,6 +407,49 @@ class WandbBackend(Backend):
             state.next_row = record.step + 1
         self._runs[run_id] = state
         return state
+
+    def _group(
+        self, experiment: str, project: str, parent_id: str | None, *, check: bool
+    ) -> str | None:
+        """A run's W&B group: the experiment when a ``project`` is fixed (experiments are told
+        apart by it there); else, for a child, its parent's group, or the parent's id when the
+        parent has none, so a search and its trials at every depth form one group.
+
+        With ``check``, a parent that does not exist is NotFound (as on every backend).
+        """
+        under = None
+        if parent_id is not None and (check or not self.project):
+            under = self._group_under(parent_id, project, check)
+        return experiment if self.project else under
+
+    def _group_under(self, parent_id: str, project: str, check: bool) -> str:
+        """The group of a child of ``parent_id`` (see ``_group``), walking up its ancestors."""
+        seen: set[str] = set()
+        run_id = parent_id
+        while run_id not in seen:  # the records are untrusted: a loop of parents ends here
+            seen.add(run_id)
+            state = self._runs.get(run_id)
+            if state is not None:
+                return state.group or run_id
+            record = self._reader.record(run_id)
+            if record is not None:
+                if record.parent_id is None:
+                    return run_id
+                run_id = record.parent_id
+                continue
+            if run_id != parent_id or not check:
+                return run_id  # an ancestor recorded elsewhere: taken as the top of the tree
+            if self.offline:
+                raise NotFound(
+                    f"no W&B run {parent_id!r} under {self.dir / 'wandb'} to be a parent"
+                )
+            path = (
+                f"{self.entity}/{project}/{parent_id}" if self.entity else f"{project}/{parent_id}"
+            )
+            with mapped(f"parent run {parent_id!r} in project {project!r}"):
+                public = self._api().run(path)
+            return str(getattr(public, "group", None) or parent_id)
+        return run_id
 
     def _open(self, run_id: str) -> _Open:
         """The open run ``run_id``, resuming it when this process has not (``trackkit sync``)."""
@@ -568,6 +640,7 @@ class WandbBackend(Backend):
             tags=tags,
             start_time=parse_time(run.created_at),
             end_time=None if status == "RUNNING" else parse_time(run.heartbeat_at),
+            parent_id=parent_of(run.config or {}),
         )
 
     def search_runs(self, query: Query) -> list[RunInfo]:

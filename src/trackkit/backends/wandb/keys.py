@@ -1,7 +1,8 @@
 """Where trackkit's data sits in a W&B run, and how to read it back into trackkit's terms.
 
 Params are the run's config (with the exact text of the few values W&B's reader cannot give
-back kept in the summary as ``trackkit:param:<key>``); each metric ``k`` has its own x-axis metric ``k:step``; tags,
+back kept in the summary as ``trackkit:param:<key>``, and a child run's parent as the config entry
+``trackkit:parent_id``); each metric ``k`` has its own x-axis metric ``k:step``; tags,
 the run's status and (with a fixed ``project``) its experiment are summary keys with a ``:``
 in them, which no trackkit key can contain. See docs/wandb.md, "How trackkit maps onto W&B".
 """
@@ -23,6 +24,8 @@ STEP_SUFFIX = ":step"
 #: summary keys trackkit writes; ":" keeps them apart from any metric a user can log
 TAG_PREFIX = "tag:"
 STATUS_KEY = "trackkit:status"
+#: a child run's config entry naming its parent run (trackkit's own: no param has a ":")
+PARENT_KEY = "trackkit:parent_id"
 #: ``trackkit:param:<key>`` holds the text of a param whose config value W&B reads back changed
 PARAM_PREFIX = "trackkit:param:"
 EXPERIMENT_KEY = "trackkit:experiment"
@@ -90,8 +93,14 @@ def number(value: Any) -> float | None:
 
 
 def user_config(config: Mapping[str, Any]) -> dict[str, str]:
-    """The params in a W&B config (W&B's own entries start with ``_``)."""
-    return {k: param_text(v) for k, v in config.items() if not k.startswith("_")}
+    """The params in a W&B config (W&B's own entries start with ``_``, trackkit's ``trackkit:``)."""
+    return {k: param_text(v) for k, v in config.items() if not k.startswith(("_", "trackkit:"))}
+
+
+def parent_of(config: Mapping[str, Any]) -> str | None:
+    """The parent run id a run's config names, or None."""
+    parent = config.get(PARENT_KEY)
+    return parent if isinstance(parent, str) and parent else None
 
 
 def kept_texts(params: Mapping[str, Any]) -> dict[str, str]:

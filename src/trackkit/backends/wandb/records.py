@@ -17,6 +17,7 @@ from trackkit.backends.wandb.keys import (
     EXPERIMENT_KEY,
     FILES_PREFIX,
     params_of,
+    parent_of,
     parse_time,
     run_status,
     summary_parts,
@@ -42,6 +43,10 @@ class Record:
     def experiment(self) -> str:
         return str(self.summary.get(EXPERIMENT_KEY) or self.project)
 
+    @property
+    def parent_id(self) -> str | None:
+        return parent_of(self.config)
+
     def info(self) -> RunInfo:
         """The run as trackkit describes it."""
         metrics, tags = summary_parts(self.summary)
@@ -55,6 +60,7 @@ class Record:
             tags=tags,
             start_time=self.started,
             end_time=self.ended,
+            parent_id=self.parent_id,
         )
 
 
