@@ -425,3 +425,45 @@ def test_the_whole_flow_on_neptune_debug(tmp_path: Path, monkeypatch: pytest.Mon
         check_predictions(target.read_bytes(), tmp_path, float(run["metrics/rides"].fetch_last()))
     finally:
         tracker.close()
+
+
+# -- Neptune's own messages: off stdout, on stderr when asked --------------------------------
+QUIET_SCRIPT = """
+import logging, sys
+import trackkit
+if sys.argv[1] == "logging":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="LOG %(name)s %(message)s")
+tracker = trackkit.get_tracker("neptune", mode="offline")
+with tracker.start_run(experiment="quiet") as run:
+    run.log_metric("loss", 0.5)
+tracker.close()
+print("report")
+"""
+
+
+@pytest.mark.parametrize("how", ["default", "verbose", "logging"])
+def test_neptune_client_messages_never_reach_stdout(tmp_path: Path, how: str) -> None:
+    pytest.importorskip("neptune")
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED}
+    env.pop("TRACKKIT_VERBOSE", None)
+    if how == "verbose":
+        env["TRACKKIT_VERBOSE"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_SCRIPT, how],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "report\n"  # the program's own output only
+    initialized = [line for line in done.stderr.splitlines() if "Neptune initialized" in line]
+    if how == "default":
+        assert initialized == []  # info lines go to the trackkit logger, unconfigured here
+    elif how == "verbose":
+        assert len(initialized) == 1 and initialized[0].startswith("[neptune] ")
+    else:  # through the trackkit.neptune logger, the program's own logging shows them
+        assert len(initialized) == 1 and initialized[0].startswith("LOG neptune ")
+    assert list((tmp_path / ".trackkit" / ".neptune" / "offline").glob("run__*"))
+    assert not (tmp_path / ".neptune").exists()
