@@ -65,6 +65,9 @@ class MLflowReader:
     def model_versions(self, name: str) -> list[int]:
         return sorted(int(v.version) for v in self.client.search_model_versions(f"name = '{name}'"))
 
+    def parent_id(self, run_id: str) -> str | None:
+        return self.client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+
 
 class TestMLflowSqlite(ConformanceSuite):
     @pytest.fixture

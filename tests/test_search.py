@@ -142,11 +142,11 @@ def test_the_two_old_backend_drifts_are_settled_as_mlflow_does() -> None:
         ("params.a = lasso", "params.a compares with a quoted string, got lasso"),
         (
             "model = 'a'",
-            "'model' is not an attribute (use run_id, run_name, status, start_time, end_time); name other keys as metrics.<key>, params.<key> or tags.<key>",
+            "'model' is not an attribute (use run_id, run_name, status, parent_id, start_time, end_time); name other keys as metrics.<key>, params.<key> or tags.<key>",
         ),
         (
             "attributes.user_id = 'a'",
-            "attributes.user_id is not an attribute (use run_id, run_name, status, start_time, end_time); name other keys as metrics.<key>, params.<key> or tags.<key>",
+            "attributes.user_id is not an attribute (use run_id, run_name, status, parent_id, start_time, end_time); name other keys as metrics.<key>, params.<key> or tags.<key>",
         ),
         (
             "Metrics.rmse < 7",
@@ -199,7 +199,7 @@ def test_order_by_items() -> None:
         "metrics.rmse UP": "expected ASC or DESC after the name, got 'UP'",
         "metrics.rmse ASC DESC": "has 'DESC' after ASC or DESC",
         "": "names nothing to order by",
-        "rmse": "'rmse' is not an attribute (use run_id, run_name, status, start_time, "
+        "rmse": "'rmse' is not an attribute (use run_id, run_name, status, parent_id, start_time, "
         "end_time); name other keys as metrics.<key>, params.<key> or tags.<key>",
         "'rmse'": "expected a name such as metrics.rmse, got \"'rmse'\"",
     }

@@ -44,7 +44,7 @@ ENTITIES = {
     "attribute": "attributes", "attributes": "attributes", "attr": "attributes", "run": "attributes",
 }  # fmt: skip
 #: run attributes a filter or order_by may name; text ones first, then times (in ms)
-TEXT_ATTRIBUTES = ("run_id", "run_name", "status")
+TEXT_ATTRIBUTES = ("run_id", "run_name", "status", "parent_id")
 NUMERIC_ATTRIBUTES = ("start_time", "end_time")
 ATTRIBUTES = TEXT_ATTRIBUTES + NUMERIC_ATTRIBUTES
 #: MLflow's other names of attributes
@@ -425,6 +425,8 @@ def value_of(info: RunInfo, entity: str, key: str) -> float | str | None:
         return info.name
     if key == "status":
         return info.status
+    if key == "parent_id":
+        return info.parent_id
     moment = epoch_ms(info.start_time if key == "start_time" else info.end_time)
     return None if moment is None else float(moment)
 

@@ -29,11 +29,14 @@ from typing import TYPE_CHECKING, Any, overload
 
 from trackkit import journal as jn
 from trackkit._secrets import redact
+from trackkit.backend import start_run as start_backend_run
 from trackkit.entities import Metric
 from trackkit.errors import InvalidInput, NotFound, TrackkitWarning
 from trackkit.outbox import JournalFailure
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from trackkit.backend import Backend
     from trackkit.entities import ParamValue
     from trackkit.memory_journal import Store
@@ -187,14 +190,58 @@ def _send_concurrently(
         raise errors[0]
 
 
+#: local id -> backend id of every run this process created from its journal, so a child
+#: started while its parent existed only locally finds its parent's real id
+_STARTED: dict[str, str] = {}
+
+
+def started_id(local_id: str, directory: Path | None = None) -> str | None:
+    """The backend's id of the run journaled as ``local_id``, once it was created; else None.
+
+    Looks in this process first, then in that run's journal in ``directory`` (read only).
+    """
+    found = _STARTED.get(local_id)
+    if found is None and directory is not None:
+        path = directory / f"{local_id}.db"
+        if path.is_file():
+            try:
+                parent = jn.Journal(path, own=False, create=False)
+                try:
+                    found = parent.meta().get("run_id") or None
+                finally:
+                    parent.close()
+            except Exception:  # unreadable or gone: the parent is not known here
+                found = None
+    return None if found is None else str(found)
+
+
 def ensure_started(journal: Store, backend: Backend, meta: dict[str, Any]) -> str:
-    """The backend's id of the journal's run, creating the run there if it was started offline."""
+    """The backend's id of the journal's run, creating the run there if it was started offline.
+
+    A run with a parent is created as its child; a parent that was itself started offline must
+    be created first (until then this raises, and the run is retried like any failed send).
+    """
     run_id = meta.get("run_id")
     if not run_id:
-        handle = backend.start_run(meta["experiment"], meta.get("name"), None)
+        parent = meta.get("parent_id") or None
+        if parent is not None and str(parent).startswith("local-"):
+            resolved = started_id(str(parent), journal.path.parent)
+            if resolved is None:
+                raise RuntimeError(
+                    f"the parent run {parent} of this run is not created at the backend yet; "
+                    "the run is created once its parent is (trackkit sync sends the parent too)"
+                )
+            parent = resolved
+            meta["parent_id"] = parent
+            journal.set_meta(parent_id=parent)
+        handle = start_backend_run(
+            backend, meta["experiment"], meta.get("name"), None, parent_id=parent
+        )
         run_id = handle.id
         meta["run_id"] = run_id
         journal.set_meta(run_id=run_id)
+        if meta.get("local_id"):
+            _STARTED[str(meta["local_id"])] = str(run_id)
     return str(run_id)
 
 
