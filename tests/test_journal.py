@@ -380,12 +380,20 @@ def _foreign_sqlite(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _owned_by_nobody(path: Path) -> None:
+def pwd_name(uid: int) -> str:
+    import pwd
+
+    return pwd.getpwuid(uid).pw_name
+
+
+def _owned_by_nobody(path: Path) -> bool:
+    """Give ``path`` to the user ``nobody``; False where that needs root and this is not."""
     import pwd
 
     if os.geteuid() != 0:
-        pytest.skip("changing a file's owner needs root")
+        return False
     os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
+    return True
 
 
 def test_sync_touches_only_journals_trackkit_created_for_this_user(tmp_path: Path) -> None:
@@ -395,30 +403,43 @@ def test_sync_touches_only_journals_trackkit_created_for_this_user(tmp_path: Pat
     foreign = directory / "notes.db"
     others = directory / NAMES[2]
     images = {p: _foreign_sqlite(p) for p in (foreign_named_like_a_journal, foreign)}
-    journal = jn.Journal.create(directory, NAMES[2][:-3], {"backend": "example", "options": {}})
+    meta = {"backend": "example", "options": {}, "experiment": "e"}
+    journal = jn.Journal.create(directory, NAMES[2][:-3], meta)
     journal.append(_points(3))
     journal.close()
-    _owned_by_nobody(others)
+    chowned = _owned_by_nobody(others)
     images[others] = others.read_bytes()
     target = tmp_path / "elsewhere.db"
     images[target] = _foreign_sqlite(target)
     (directory / NAMES[3]).symlink_to(target)
 
     results = {r.path.name: (r.outcome, r.error) for r in trackkit.sync(tmp_path)}
+    others_result = results.pop(NAMES[2])
     assert results == {
         NAMES[0]: (
             "refused",
             "not a journal trackkit created (neither a format marker nor a journal's tables)",
         ),
-        NAMES[2]: ("refused", f"{NAMES[2]} is owned by nobody (uid 65534), not by root (uid 0)"),
         NAMES[3]: ("refused", f"{NAMES[3]} is a symbolic link"),
         "notes.db": ("refused", "not a journal trackkit created (its name)"),
     }
+    if chowned:
+        me = f"{pwd_name(os.geteuid())} (uid {os.geteuid()})"
+        assert others_result == (
+            "refused",
+            f"{NAMES[2]} is owned by nobody (uid 65534), not by {me}",
+        )
+    else:  # without root it stays this user's journal, replayed as usual
+        assert others_result[0] != "refused"
+        del images[others]
     for path, image in images.items():
         assert path.read_bytes() == image, f"{path} was changed"
-    leftovers = {p.name for p in directory.iterdir()} - {NAMES[0], NAMES[2], NAMES[3], "notes.db"}
-    assert leftovers == {f"{NAMES[2]}.lock"}  # its own, from when it was written
-    assert not Path(f"{target}-wal").exists()
+    # nothing was created beside the files it refused (no lock, WAL or SHM file)
+    created = {p.name for p in directory.iterdir()} - {NAMES[0], NAMES[3], "notes.db"}
+    assert not {n for n in created if n.startswith((NAMES[0], NAMES[3], "notes.db"))}
+    if chowned:
+        assert created == {NAMES[2], f"{NAMES[2]}.lock"}  # its own lock, from when it was written
+    assert not Path(f"{target}-wal").exists() and not Path(f"{target}-shm").exists()
 
 
 def test_artifact_copies_are_taken_only_from_the_journals_own_folder(tmp_path: Path) -> None:
