@@ -239,7 +239,7 @@ def _mode(path: Path) -> int:
 def test_journal_directories_are_0700_and_its_files_0600(tmp_path: Path) -> None:
     previous = os.umask(0o022)  # the usual umask, which makes files 0644 and directories 0755
     try:
-        directory = jn.journal_dir(tmp_path / "tk")
+        directory = jn.journal_dir(tmp_path / "projects" / "tk")
         journal = jn.Journal.create(directory, f"local-{'a' * 32}", {"backend": "example"})
         journal.append(_points(10))
         (tmp_path / "notes").mkdir()
@@ -259,7 +259,8 @@ def test_journal_directories_are_0700_and_its_files_0600(tmp_path: Path) -> None
         journal.close()
     finally:
         os.umask(previous)
-    assert _mode(tmp_path / "tk") == _mode(directory) == 0o700
+    assert _mode(tmp_path / "projects" / "tk") == _mode(directory) == 0o700
+    assert _mode(tmp_path / "projects") == 0o755  # above the trackkit directory: the usual mode
     name = journal.path.name
     assert modes == {
         name: 0o600,

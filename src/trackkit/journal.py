@@ -149,16 +149,19 @@ def journal_dir(option: str | os.PathLike[str] | None = None) -> Path:
     return (base / "journal").resolve()
 
 
-def private_dir(path: Path) -> Path:
-    """Create ``path`` and its missing parents with mode 0700 (existing ones are left as they are)."""
+def private_dir(path: Path, levels: int = 2) -> Path:
+    """Create ``path`` and its missing parents; ``path`` and the ``levels - 1`` directories
+    above it (the trackkit directory above ``journal/``) get mode 0700, parents above those
+    the usual mode. Existing directories are left as they are."""
     missing: list[Path] = []
     at = path
     while not os.path.lexists(at) and at != at.parent:
         missing.append(at)
         at = at.parent
     for directory in reversed(missing):
+        private = directory == path or directory in list(path.parents)[: levels - 1]
         with contextlib.suppress(FileExistsError):
-            os.mkdir(directory, 0o700)
+            os.mkdir(directory, 0o700 if private else 0o777)
     return path
 
 
@@ -909,7 +912,7 @@ def keep(files: Path, local: Path) -> str:
     (``<folder>/<name>``), so a journal may move with its folder.
     """
     folder = uuid.uuid4().hex
-    os.mkdir(private_dir(files) / folder, 0o700)
+    os.mkdir(private_dir(files, levels=1) / folder, 0o700)
     _copy_private(local, files / folder / local.name)
     return f"{folder}/{local.name}"
 
