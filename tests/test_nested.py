@@ -116,15 +116,6 @@ def test_the_core_passes_parent_id_only_when_a_parent_is_given(tmp_path: Path) -
     tracker.close()
 
 
-def test_wandb_declares_no_nested_runs_yet() -> None:
-    from trackkit.backends.neptune import NeptuneBackend
-    from trackkit.backends.wandb import WandbBackend
-
-    # until they store the link, a parent on them is a clear UnsupportedOperation
-    assert not WandbBackend.capabilities.nested_runs
-    assert not NeptuneBackend.capabilities.nested_runs
-
-
 def test_a_child_started_while_the_server_is_down_keeps_its_parent_through_sync(
     tmp_path: Path,
 ) -> None:

@@ -21,7 +21,8 @@ class ScoreResult:
 
     output: Path
     rides: int
-    version: trackkit.ModelVersion
+    #: the registered version that predicted; None for a model scored from its run (runs:/)
+    version: trackkit.ModelVersion | None
     run_id: str
     rmse: float
     mae: float
@@ -60,29 +61,39 @@ def score(
     model_uri: str = PRODUCTION_URI,
     experiment: str = SCORING_EXPERIMENT,
 ) -> ScoreResult:
-    """Score one trip file with a registered model (default ``models:/ride-duration@production``).
+    """Score one trip file with a model (default ``models:/ride-duration@production``).
 
+    ``model_uri`` is a registered model (``models:/<name>@<alias>``, ``models:/<name>/<version>``)
+    or, as the course also scores, a model logged in a run (``runs:/<run_id>/model``).
     Writes ``<output_dir>/<input name>_predictions.parquet`` and logs it, with the model's
-    version and the month's rmse and mae, in a run of ``experiment``.
+    version (or run) and the month's rmse and mae, in a run of ``experiment``.
     """
     input_path = Path(input_path)
-    model, version = registry.load_registered(tracker, model_uri)
+    if model_uri.startswith("runs:/"):
+        model, version = tracker.load_model(model_uri), None
+    else:
+        model, version = registry.load_registered(tracker, model_uri)
     rides = data.read_dataframe(input_path)
     table = predict_month(model, rides, input_path)
-    table["model_version"] = version.version
+    table["model_version"] = version.version if version is not None else None
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / f"{input_path.name.split('.')[0]}_predictions.parquet"
     table.to_parquet(output, index=False)
     rmse, mae = scores(table["actual_duration"].to_numpy(), table["predicted_duration"].to_numpy())
 
-    tags = {"developer": developer(), "model_version": str(version.version)}
+    tags = {"developer": developer(), "model_uri": model_uri}
+    if version is not None:
+        tags["model_version"] = str(version.version)
+    described: dict[str, object] = {"uri": model_uri}
+    if version is not None:
+        described.update(name=version.name, version=version.version)
     with tracker.start_run(experiment=experiment, name=f"score-{output.stem}", tags=tags) as run:
         run.log_params(
             {
                 "input_path": str(input_path),
                 "output_path": str(output),
-                "model": {"uri": model_uri, "name": version.name, "version": version.version},
+                "model": described,
             }
         )
         run.log_metrics(

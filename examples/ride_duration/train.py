@@ -8,6 +8,7 @@ model) with ``log_model``. xgboost runs also log their learning curves per boost
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import pickle
 import tempfile
@@ -166,6 +167,7 @@ def train(
     seed: int = 42,
     tags: Mapping[str, str] | None = None,
     name: str | None = None,
+    run: trackkit.Run | None = None,
 ) -> TrainResult:
     """Train one model in one tracked run and return its validation scores.
 
@@ -179,10 +181,19 @@ def train(
         seed: xgboost's random seed.
         tags: extra run tags.
         name: the run name (default: the model type).
+        run: log into this open run (a search trial's) instead of starting one; it is left
+            open for its owner to end.
     """
     params = dict(BASELINES[model_type] if params is None else params)
     run_tags = {"developer": developer(), "model_type": model_type, **(tags or {})}
-    with tracker.start_run(experiment=experiment, name=name or model_type, tags=run_tags) as run:
+    started = (
+        contextlib.nullcontext(run)
+        if run is not None
+        else tracker.start_run(experiment=experiment, name=name or model_type, tags=run_tags)
+    )
+    with started as run:
+        if started is not run:  # a search trial's run gets the tags a run of its own gets
+            run.set_tags(run_tags)
         model_params: dict[str, Any] = {"type": model_type, **params}
         if model_type == "xgboost":
             model_params.update(
