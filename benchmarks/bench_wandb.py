@@ -148,6 +148,7 @@ def main() -> None:
     results: dict[str, dict[str, list[Sample]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-wandb-") as tmp:
         tracker = trackkit.get_tracker("wandb", mode="offline", dir=tmp, settings=FAST)
+        fast_rows = tracker.backend.fast_rows  # on unless TRACKKIT_WANDB_FAST_ROWS=0
         sides: dict[str, Callable[[list[str], int], Sample]] = {
             SIDES[0]: lambda keys, steps: native(tmp, keys, steps, x_axis=False),
             SIDES[1]: lambda keys, steps: native(tmp, keys, steps, x_axis=True),
@@ -168,7 +169,8 @@ def main() -> None:
     print(
         f"\nW&B offline, wandb {wandb.__version__}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, 1-minute load average {min(loads):.1f} to {max(loads):.1f}; "
-        f"{args.steps:,} steps a run, {args.rounds} rounds\n"
+        f"{args.steps:,} steps a run, {args.rounds} rounds; trackkit's fast row path "
+        f"{'on' if fast_rows else 'off'}\n"
     )
     print(
         "| shape | side | points/s (median) | vs native | rounds (vs native) "

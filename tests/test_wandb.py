@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -447,14 +448,138 @@ def test_points_logged_together_share_a_row_with_their_timestamp(
     assert row["_timestamp"] == moment.timestamp()
 
 
-@pytest.fixture
-def batching(root: Path) -> Iterator[trackkit.Tracker]:
-    """A tracker whose writer sends only when asked (flush or end): one batch per flush."""
-    tracker = trackkit.get_tracker(
+def _batching(root: Path) -> trackkit.Tracker:
+    return trackkit.get_tracker(
         "wandb", mode="offline", dir=root, settings=FAST, flush_interval=3600
     )
+
+
+@pytest.fixture(params=["fast rows", "run.log"])
+def batching(
+    root: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[trackkit.Tracker]:
+    """A tracker whose writer sends only when asked (flush or end): one batch per flush.
+
+    Once with the fast row path (``rows.py``), once with every row through ``run.log``.
+    """
+    fast = request.param == "fast rows"
+    monkeypatch.setenv("TRACKKIT_WANDB_FAST_ROWS", "1" if fast else "0")
+    tracker = _batching(root)
+    assert tracker.backend.fast_rows is fast  # type: ignore[attr-defined]
     yield tracker
     tracker.close()
+
+
+def _log_awkward_batches(tracker: trackkit.Tracker) -> str:
+    """Several keys, repeated and out-of-order steps, NaN and infinities, in two batches."""
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    later = datetime(2026, 1, 2, 3, 4, 6, tzinfo=timezone.utc)
+    with tracker.start_run("paths") as run:
+        for n, step in enumerate((5, 10, 5, 2)):
+            run.log_metric("loss", [1.5, math.nan, math.inf, -math.inf][n], step=step,
+                           timestamp=moment)  # fmt: skip
+        for step in range(6):
+            run.log_metrics({"a": step / 3, "b.c": -step, "d": 1e300}, timestamp=moment)
+        run.log_metric("loss", 0.25, step=7, timestamp=later)
+        assert run.flush(timeout=60)
+        for step in (3, 3, 1):
+            run.log_metrics({"a": step + 0.5, "loss": step * 2.0}, step=step, timestamp=later)
+    return run.id
+
+
+def _without_runtime(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "_runtime"} for row in rows]
+
+
+def test_fast_rows_write_exactly_what_run_log_writes(
+    root: Path, reader: WandbReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv("TRACKKIT_WANDB_FAST_ROWS", switch)
+        tracker = _batching(root)
+        assert tracker.backend.fast_rows is (switch == "1")  # type: ignore[attr-defined]
+        ids[switch] = _log_awkward_batches(tracker)
+        tracker.close()
+    fast, slow = (reader.history(ids[s]) for s in ("1", "0"))
+    assert len(fast) == 10  # 7 rows, then 3: a key's points never share a row
+    assert _without_runtime(fast) == _without_runtime(slow)
+    loss = reader.metric_points(ids["1"], "loss")[:4]
+    assert [step for step, _ in loss] == [5, 10, 5, 2] and math.isnan(loss[1][1])
+    assert [loss[0][1], loss[2][1], loss[3][1]] == [1.5, math.inf, -math.inf]
+    summaries = [
+        {
+            k: v
+            for k, v in reader.summary(ids[s]).items()
+            if not k.startswith(("_runtime", "_wandb"))
+        }
+        for s in ("1", "0")
+    ]
+    assert summaries[0] == summaries[1] and summaries[0]["loss:step"] == 10
+
+
+def test_fast_rows_are_in_wandbs_record_after_flush(
+    batching: trackkit.Tracker, reader: WandbReader, root: Path
+) -> None:
+    with batching.start_run("flushed") as run:
+        for step in range(50):
+            run.log_metrics({"a": step, "b": -step})
+        assert run.flush(timeout=60)
+        # a flushed batch is in wandb-core: its transaction log has it within wandb's
+        # flush interval (0.5 s, trackkit's setting), without the run ending
+        deadline = time.monotonic() + 60
+        while True:
+            [log] = reader.logs(run.id)
+            rows = [r["history"]["item"] for r in leet_records(log) if r["type"] == "history"]
+            if len(rows) >= 50 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert [(r["a"], r["b:step"]) for r in rows] == [(s, s) for s in range(50)]
+        assert [r["_step"] for r in rows] == list(range(50))
+
+
+@pytest.mark.parametrize("fail_at", [1, 4])
+def test_a_failing_fast_row_falls_back_to_run_log_without_losing_or_repeating_rows(
+    root: Path,
+    reader: WandbReader,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fail_at: int,
+) -> None:
+    """wandb's publish of the batch's ``fail_at``-th row raises once (a fault put in the SDK)."""
+    from wandb.sdk.interface.interface_sock import InterfaceSock
+
+    monkeypatch.setenv("TRACKKIT_WANDB_FAST_ROWS", "1")
+    original = InterfaceSock._publish
+    calls = {"rows": 0, "armed": False}
+
+    def publish(self: Any, record: Any, *, nowait: bool = False) -> None:
+        if calls["armed"] and record.request.HasField("partial_history"):
+            calls["rows"] += 1
+            if calls["rows"] == fail_at:
+                calls["armed"] = False
+                raise ConnectionError("injected")
+        original(self, record, nowait=nowait)
+
+    monkeypatch.setattr(InterfaceSock, "_publish", publish)
+    tracker = _batching(root)
+    with caplog.at_level("DEBUG", logger="trackkit"), tracker.start_run("fallback") as run:
+        run.log_metric("a", 0.0)
+        assert run.flush(timeout=60)  # the first batch on the fast path
+        calls["armed"] = True
+        for step in range(1, 10):
+            run.log_metrics({"a": float(step), "b": -float(step)})
+        assert run.flush(timeout=60)
+        assert calls["rows"] == fail_at and not calls["armed"]
+        for step in range(10, 12):  # run.log from now on
+            run.log_metric("a", float(step))
+    tracker.close()
+    rows = reader.history(run.id)
+    assert [r["_step"] for r in rows] == list(range(12))
+    assert reader.metric_points(run.id, "a") == [(s, float(s)) for s in range(12)]
+    assert reader.metric_points(run.id, "b") == [(s - 1, -float(s)) for s in range(1, 10)]
+    notes = [r.getMessage() for r in caplog.records if "go through run.log" in r.getMessage()]
+    assert len(notes) == 1, notes
 
 
 def test_each_step_of_a_ten_key_loop_is_one_history_row(

@@ -8,11 +8,28 @@ import os
 from trackkit.errors import InvalidInput
 
 TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
 
 
 def flag(name: str) -> bool:
     """Whether the variable ``name`` is set to a true value (1, true, yes or on; any case)."""
     return os.environ.get(name, "").strip().lower() in TRUE
+
+
+def switch(name: str, default: bool) -> bool:
+    """The variable ``name`` as on (1, true, yes, on) or off (0, false, no, off; any case).
+
+    Unset or empty gives ``default``.
+
+    Raises:
+        InvalidInput: any other value.
+    """
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE or raw in FALSE:
+        return raw in TRUE
+    raise InvalidInput(f"${name} must be one of {', '.join(TRUE + FALSE)}, got {raw!r}")
 
 
 def seconds(name: str, default: float) -> float:

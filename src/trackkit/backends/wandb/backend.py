@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import re
 import shutil
@@ -54,13 +55,14 @@ from trackkit.backends.wandb.keys import (
 from trackkit.backends.wandb.query import to_wandb_filter, to_wandb_order
 from trackkit.backends.wandb.records import RecordReader
 from trackkit.backends.wandb.registry import WandbRegistry
+from trackkit.backends.wandb.rows import NotSent, PartlySent, RowSender, Sdk
 from trackkit.backends.wandb.sdk_errors import mapped
 from trackkit.entities import ModelRef, RunHandle, RunInfo
 from trackkit.errors import InvalidInput, NotFound
 from trackkit.normalize import value_text
 
 if TYPE_CHECKING:
-    from trackkit.entities import Metric, ModelVersion, ParamValue
+    from trackkit.entities import Metric, ModelVersion, ParamValue, RegisteredModel
     from trackkit.search import Query
 
 #: seconds between wandb's writes of a run's transaction log (wandb's default: 15). trackkit
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
 LOG_FLUSH_INTERVAL = 0.5
 _NOT_ARTIFACT_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
 _SECRET_SETTING = re.compile(r"key|token|secret|password|credential|proxy|header", re.IGNORECASE)
+logger = logging.getLogger("trackkit")
 
 
 def _without_passwords(value: Any) -> Any:
@@ -99,6 +102,7 @@ class _Open:
     seq: int = 0
     parent_id: str | None = None
     group: str | None = None  # the W&B group
+    rows: RowSender | None = None  # the fast row path (rows.py), None: run.log
 
 
 class WandbBackend(Backend):
@@ -183,6 +187,7 @@ class WandbBackend(Backend):
         self._runs: dict[str, _Open] = {}
         self._reader = RecordReader(self.dir)
         self._public_api: Any = None
+        self._fast_rows = Sdk.load(self._wandb)  # None: every row goes through run.log
         self._registry = WandbRegistry(
             self._api, self.model_store, self.registry_path, self.from_offline
         )
@@ -263,6 +268,11 @@ class WandbBackend(Backend):
     @property
     def offline(self) -> bool:
         return self.mode == "offline"
+
+    @property
+    def fast_rows(self) -> bool:
+        """Whether new runs send history rows below ``run.log`` (``rows.py``, docs/wandb.md)."""
+        return self._fast_rows is not None
 
     def _api(self) -> Any:
         if self._public_api is None:
@@ -351,6 +361,7 @@ class WandbBackend(Backend):
             )
             if self.project:
                 run.summary.update({EXPERIMENT_KEY: experiment})
+            state.rows = self._row_sender(run)
             self._runs[run.id] = state
             return RunHandle(id=run.id, name=state.name, experiment=experiment)
 
@@ -405,8 +416,18 @@ class WandbBackend(Backend):
             # a resumed offline run restarts W&B's row counter at 0, and W&B keeps only rows
             # numbered after the last one it has: continue the numbering instead
             state.next_row = record.step + 1
+        state.rows = self._row_sender(run)
         self._runs[run_id] = state
         return state
+
+    def _row_sender(self, run: Any) -> RowSender | None:
+        if self._fast_rows is None:
+            return None
+        try:
+            return RowSender(self._fast_rows, run)
+        except Exception as e:  # a run without the parts the fast path needs
+            logger.debug("W&B rows go through run.log for run %s: %r", run.id, e)
+            return None
 
     def _group(
         self, experiment: str, project: str, parent_id: str | None, *, check: bool
@@ -529,6 +550,8 @@ class WandbBackend(Backend):
             if known is None or step >= known[0]:
                 latest[key] = (step, value, seq)
         state.seq = seq
+        if state.rows is not None:
+            rows = rows[self._send_fast(state, rows) :]
         if state.next_row is None:
             for row in rows:
                 run.log(row)
@@ -544,6 +567,29 @@ class WandbBackend(Backend):
                 fix[key], fix[axes[key]] = value, step
         if fix:
             run.summary.update(fix)
+
+    @staticmethod
+    def _send_fast(state: _Open, rows: list[dict[str, Any]]) -> int:
+        """Send ``rows`` on the fast row path; how many wandb took (run.log sends the rest).
+
+        On failure the run goes back to ``run.log`` for good. Only rows wandb did not take are
+        sent again: a batch is never written twice, even in part.
+        """
+        assert state.rows is not None
+        try:
+            state.rows.send(rows, state.next_row)
+            sent = len(rows)
+        except (NotSent, PartlySent) as e:
+            sent = e.sent if isinstance(e, PartlySent) else 0
+            logger.debug("W&B rows of run %s go through run.log from now on: %s", state.run.id, e)
+            state.rows = None
+        except Exception:
+            logger.debug("W&B rows of run %s go through run.log from now on", state.run.id)
+            state.rows = None
+            raise
+        if state.next_row is not None:
+            state.next_row += sent
+        return sent
 
     def _set_tags(self, state: _Open, tags: dict[str, str]) -> None:
         state.tags.update(tags)
@@ -804,6 +850,12 @@ class WandbBackend(Backend):
 
     def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
         return self._registry.update_model_version(name, version, description)
+
+    def update_registered_model(self, name: str, description: str) -> RegisteredModel:
+        return self._registry.update_registered_model(name, description)
+
+    def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        self._registry.set_model_version_tag(name, version, key, value)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
