@@ -9,9 +9,11 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from trackkit.errors import InvalidInput, TrackkitError, UnsupportedOperation
+from trackkit._secrets import redact
+from trackkit.errors import InvalidInput, TrackkitError, TrackkitWarning, UnsupportedOperation
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -166,7 +168,28 @@ def start_run(
     with _lock:
         _stack.append(run)
         _last = run
+    _activate(run)
     return run
+
+
+def _activate(run: Run) -> None:
+    """Tell the backend the run is the active one (MLflow: MLflow's own active run too)."""
+    backend, backend_id = run.tracker.backend, run.outbox.run_id
+    if backend_id is None:  # a run that exists only locally so far
+        return
+    try:
+        backend.activate_run(backend_id)
+    except Exception as e:  # the run itself is fine: only the backend's own view is not
+        warnings.warn(
+            redact(
+                f"run {backend_id} is trackkit's active run but could not be made the "
+                f"{backend.name} SDK's own ({type(e).__name__}: {e})"
+            ),
+            TrackkitWarning,
+            stacklevel=3,
+        )
+        return
+    run.on_end.append(lambda status: backend.deactivate_run(backend_id, status))
 
 
 def last_active_run() -> RunInfo | None:

@@ -113,6 +113,9 @@ class Run:
             "host": socket.gethostname(),
         }
         self.outbox = Outbox(tracker.journal_dir, local_id, meta)
+        #: called with the status when the run ends, in the thread that ends it, before the
+        #: wait for delivery (``trackkit.start_run`` uses it to hand the active run back)
+        self.on_end: list[Callable[[str], None]] = []
         self._lock = self.outbox.lock  # one lock guards the run's state and its queue
         self.status: str | None = None
 
@@ -648,6 +651,15 @@ class Run:
         self._log_renames()
         if not self.close(status):
             return
+        for callback in self.on_end:
+            try:
+                callback(status)
+            except Exception as e:  # ending the run matters more
+                warnings.warn(
+                    redact(f"run {self.id}: at its end, {type(e).__name__}: {e}"),
+                    TrackkitWarning,
+                    stacklevel=2,
+                )
         try:
             delivered = self._writer.flush(self.outbox, self.tracker.end_timeout)
         finally:

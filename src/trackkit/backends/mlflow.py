@@ -328,11 +328,65 @@ class MLflowBackend(Backend):
         except MlflowException as e:  # no store for the URI's scheme (e.g. a typo: htpp://)
             raise InvalidInput(_bad_uri(self.tracking_uri, self.registry_uri, e)) from None
         self._experiment_names: dict[str, str] = {}
+        self._activated: list[str] = []  # runs made MLflow's active run (activate_run)
+        self._saved_uris: tuple[Any, Any, dict[str, str | None]] | None = None
         self._run_experiments: dict[str, str] = {}  # run id -> experiment id, for run_url
         self._ui = ui_base(self.tracking_uri)
 
     def describe(self) -> str:
         return f"mlflow ({redact(self.tracking_uri)})"
+
+    # -- MLflow's own active run ----------------------------------------------------------------
+    def activate_run(self, run_id: str) -> None:
+        # MLflow's fluent API (mlflow.log_metric, mlflow.sklearn.autolog...) logs into its
+        # active run, on its global tracking URI: both point at this run while it is active,
+        # so MLflow's calls inside a trackkit run land in it instead of a new run in Default.
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        with _GLOBAL_URI_LOCK:
+            if not self._activated:
+                self._saved_uris = (
+                    tracking_utils._tracking_uri,
+                    registry_utils._registry_uri,
+                    {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")},
+                )
+            self._mlflow.set_tracking_uri(self.tracking_uri)
+            self._mlflow.set_registry_uri(self.registry_uri)
+            self._activated.append(run_id)
+            try:
+                self._mlflow.start_run(run_id=run_id, nested=True)
+            except BaseException:
+                self._release(run_id)
+                raise
+
+    def deactivate_run(self, run_id: str, status: str) -> None:
+        with _GLOBAL_URI_LOCK:
+            if run_id not in self._activated:
+                return
+            try:
+                active = self._mlflow.active_run()
+                if active is not None and active.info.run_id == run_id:
+                    self._mlflow.end_run(status)  # flushes what MLflow's own calls queued
+            finally:
+                self._release(run_id)
+
+    def _release(self, run_id: str) -> None:
+        """(holds the lock) Forget an activation; the last one restores MLflow's global URIs."""
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        self._activated.remove(run_id)
+        if self._activated or self._saved_uris is None:
+            return
+        tracking, registry, saved_env = self._saved_uris
+        self._saved_uris = None
+        tracking_utils._tracking_uri, registry_utils._registry_uri = tracking, registry
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def replay_options(self) -> dict[str, Any]:
         # a password inside a URI is never written to the journal: sync takes credentials
