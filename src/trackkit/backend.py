@@ -265,6 +265,18 @@ class Backend(ABC):
     def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
         raise self.unsupported("update_model_version", "log the description as a run tag")
 
+    def update_registered_model(self, name: str, description: str) -> RegisteredModel:
+        """Set the description of the registered model ``name``; return the model."""
+        raise self.unsupported(
+            "update_registered_model", "describe each version with update_model_version"
+        )
+
+    def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        """Set the tag ``key`` of a registered version to ``value`` (text)."""
+        raise self.unsupported(
+            "set_model_version_tag", "describe the version with update_model_version"
+        )
+
     def model_details(self, uri: str) -> tuple[str | None, Signature | None, Any]:
         """The flavor, signature and input example of the model at ``uri``, for a backend that
         stores models in its own format (MLflow). The default, ``(None, None, None)``, means

@@ -63,6 +63,8 @@ class ModelVersion:
     source: str
     description: str | None
     created_at: datetime | None
+    #: the version's tags (``Tracker.set_model_version_tag``); left out of the hash
+    tags: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,12 @@ CREATE TABLE IF NOT EXISTS versions(
     PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS aliases(
     name TEXT, alias TEXT, version INTEGER, PRIMARY KEY (name, alias));
+CREATE TABLE IF NOT EXISTS models(name TEXT PRIMARY KEY, description TEXT);
+CREATE TABLE IF NOT EXISTS version_tags(
+    name TEXT, version INTEGER, key TEXT, value TEXT, PRIMARY KEY (name, version, key));
 """
+# each statement is IF NOT EXISTS: a registry file written before the models and version_tags
+# tables existed opens as it is and gains them
 
 
 class LocalRegistry:
@@ -42,6 +47,10 @@ class LocalRegistry:
             "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias",
             (name, version),
         ).fetchall()
+        tags = self._db.execute(
+            "SELECT key, value FROM version_tags WHERE name = ? AND version = ? ORDER BY key",
+            (name, version),
+        ).fetchall()
         return ModelVersion(
             name=name,
             version=version,
@@ -50,6 +59,7 @@ class LocalRegistry:
             source=row[2],
             description=row[4],
             created_at=datetime.fromtimestamp(row[5], tz=timezone.utc),
+            tags=dict(tags),
         )
 
     def _one(self, name: str, version: int) -> ModelVersion:
@@ -109,7 +119,7 @@ class LocalRegistry:
             return [self._row(r) for r in rows]
 
     def list_registered_models(self) -> list[RegisteredModel]:
-        """Every registered model, by name; model descriptions and tags are not kept here."""
+        """Every registered model, by name, with its description; model tags are not kept."""
         with self._lock:
             latest = self._db.execute(
                 "SELECT name, MAX(version) FROM versions GROUP BY name ORDER BY name"
@@ -119,10 +129,11 @@ class LocalRegistry:
                 "SELECT name, alias, version FROM aliases ORDER BY name, alias"
             ):
                 aliases.setdefault(name, {})[alias] = version
+            described = dict(self._db.execute("SELECT name, description FROM models").fetchall())
         return [
             RegisteredModel(
                 name=name,
-                description=None,
+                description=described.get(name),
                 aliases=aliases.get(name, {}),
                 latest_version=last,
             )
@@ -152,6 +163,24 @@ class LocalRegistry:
                 (description, name, version),
             )
             return self._one(name, version)
+
+    def update_registered_model(self, name: str, description: str) -> RegisteredModel:
+        with self._lock:
+            if (
+                self._db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone()
+                is None
+            ):
+                raise NotFound(f"no registered model named {name!r}")
+            self._db.execute("INSERT OR REPLACE INTO models VALUES (?, ?)", (name, description))
+        return next(m for m in self.list_registered_models() if m.name == name)
+
+    def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        with self._lock:
+            self._one(name, version)
+            self._db.execute(
+                "INSERT OR REPLACE INTO version_tags VALUES (?, ?, ?, ?)",
+                (name, version, key, value),
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -63,7 +63,14 @@ DEFAULT_BACKEND = "mlflow"
 DEFAULT_EXPERIMENT = "Default"
 TRACKER_OPTIONS = ("strict", "journal_dir", "flush_interval", "end_timeout", "memory_bound")
 #: the Tracker calls ``defer`` journals and ``trackkit sync`` replays: registry changes only
-DEFERRABLE = ("register_model", "set_model_alias", "delete_model_alias", "update_model_version")
+DEFERRABLE = (
+    "register_model",
+    "set_model_alias",
+    "delete_model_alias",
+    "update_model_version",
+    "update_registered_model",
+    "set_model_version_tag",
+)
 #: MLflow's deprecated registry stages, each mapped to the alias of its lower-cased name
 STAGES = ("staging", "production", "archived")
 _stage_warned = False
@@ -753,6 +760,59 @@ class Tracker:
             self.backend,
             f"update version {number} of {name!r}",
             lambda: self.backend.update_model_version(name, number, description),
+        )
+
+    def update_registered_model(self, name: str, description: str) -> RegisteredModel:
+        """Set the description of the registered model ``name`` (it must exist).
+
+        Raises:
+            NotFound: no registered model ``name``.
+        """
+        require(
+            self.backend,
+            "registry",
+            "update_registered_model",
+            "describe each version with update_model_version",
+        )
+        name = normalize.model_name(name)
+        if not isinstance(description, str):
+            raise InvalidInput(f"description must be a string, got {type(description).__name__}")
+        local = self._offline_registry()
+        if local is not None:
+            updated = local.update_registered_model(name, description)
+            self.defer("update_registered_model", name=name, description=description)
+            return updated
+        return call(
+            self.backend,
+            f"update registered model {name!r}",
+            lambda: self.backend.update_registered_model(name, description),
+        )
+
+    def set_model_version_tag(self, name: str, version: int | str, key: str, value: Any) -> None:
+        """Set the tag ``key`` of a registered version to ``value`` (stored as text).
+
+        Raises:
+            NotFound: no such model or version.
+        """
+        require(
+            self.backend,
+            "registry",
+            "set_model_version_tag",
+            "describe the version with update_model_version",
+        )
+        name, number = normalize.model_name(name), normalize.model_version(version)
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidInput(f"a model version tag key must be a non-empty string, got {key!r}")
+        text = normalize.value_text(normalize.param_value(key, value))
+        local = self._offline_registry()
+        if local is not None:
+            local.set_model_version_tag(name, number, key, text)
+            self.defer("set_model_version_tag", name=name, version=number, key=key, value=text)
+            return
+        call(
+            self.backend,
+            f"set tag {key!r} of version {number} of {name!r}",
+            lambda: self.backend.set_model_version_tag(name, number, key, text),
         )
 
     def load_model(

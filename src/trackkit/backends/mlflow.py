@@ -808,6 +808,7 @@ class MLflowBackend(Backend):
             source=mv.source,
             description=mv.description or None,
             created_at=_ms_to_datetime(mv.creation_timestamp),
+            tags=dict(mv.tags or {}),
         )
 
     def create_model_version(
@@ -861,6 +862,24 @@ class MLflowBackend(Backend):
             return self._version(
                 self.client.update_model_version(name, str(version), description=description)
             )
+
+    def update_registered_model(self, name: str, description: str) -> RegisteredModel:
+        with self._mapped(f"registered model {name!r}", missing=True):
+            model = self.client.update_registered_model(name, description=description)
+            # the update's reply may leave out aliases and versions: read the model back
+            model = self.client.get_registered_model(model.name)
+        versions = [int(v.version) for v in model.latest_versions or ()]
+        return RegisteredModel(
+            name=model.name,
+            description=model.description or None,
+            aliases={a: int(v) for a, v in sorted((model.aliases or {}).items())},
+            latest_version=max(versions) if versions else None,
+            tags=dict(model.tags or {}),
+        )
+
+    def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        with self._mapped(f"version {version} of {name!r}", missing=True):
+            self.client.set_model_version_tag(name, str(version), key, value)
 
 
 @hookimpl

@@ -66,7 +66,7 @@ from trackkit.entities import RunHandle
 from trackkit.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from trackkit.entities import Metric, ModelVersion, ParamValue, RunInfo
+    from trackkit.entities import Metric, ModelVersion, ParamValue, RegisteredModel, RunInfo
     from trackkit.search import Query
 
 MODES = ("offline", "debug", "async", "sync")
@@ -646,6 +646,12 @@ class NeptuneBackend(Backend):
     def model_objects(self, name: str) -> tuple[Any, dict[int, Any]]:
         """The client's model object of ``name`` and its version objects (debug mode reads)."""
         return self._registry.objects(name)
+    def update_registered_model(self, name: str, description: str) -> RegisteredModel:
+        return self._registry.update_model(name, description)
+
+    def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        self._registry.set_version_tag(name, version, key, value)
+
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:

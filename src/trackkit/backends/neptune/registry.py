@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from trackkit.backends.neptune.client import NeptuneClientError
 from trackkit.backends.neptune.keys import F_DESCRIPTION
 from trackkit.backends.neptune.view import as_datetime, flatten_structure
-from trackkit.entities import ModelVersion
+from trackkit.entities import ModelVersion, RegisteredModel
 from trackkit.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: registry aliases kept as Neptune stages too, strongest first
 STAGES = ("production", "staging", "archived")
+#: where a version keeps its tags (``set_model_version_tag``): one field per key
+_TAGS = "trackkit/tags/"
 
 
 class NeptuneRegistry:
@@ -142,6 +144,11 @@ class NeptuneRegistry:
                 source=str(read("trackkit/source") or ""),
                 description=description or None,
                 created_at=as_datetime(read("trackkit/created")),
+                tags={
+                    path[len(_TAGS) :]: str(read(path))
+                    for path in sorted({*fields, *structure})
+                    if path.startswith(_TAGS)
+                },
             )
 
     def create_version(
@@ -228,3 +235,21 @@ class NeptuneRegistry:
             self._models.clear()
         for obj in objects:
             self._client.stop(obj)
+    def update_model(self, name: str, description: str) -> RegisteredModel:
+        """Set the model object's own description (``sys/description``)."""
+        model, _ = self.objects(name)
+        with self._client.errors(f"update registered model {name!r}"):
+            model[F_DESCRIPTION] = description
+        numbers = self._version_numbers(name)
+        return RegisteredModel(
+            name=name,
+            description=description or None,
+            aliases=dict(sorted(self._aliases(name).items())),
+            latest_version=max(numbers, default=None),
+        )
+
+    def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        obj = self._version_object(name, version)
+        with self._client.errors(f"tag version {version} of {name!r}"):
+            obj[f"{_TAGS}{key}"] = value
+

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from trackkit.backends.wandb.keys import MAX_NAME, MODEL_TYPE, URI_PREFIX, parse_time
 from trackkit.backends.wandb.sdk_errors import mapped
-from trackkit.entities import ModelVersion
+from trackkit.entities import ModelVersion, RegisteredModel
 from trackkit.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ def _version_of(name: str, artifact: Any) -> ModelVersion:
         source=source,
         description=artifact.description or None,
         created_at=parse_time(artifact.created_at),
+        tags={str(k): str(v) for k, v in (meta.get("tags") or {}).items()},
     )
 
 
@@ -191,6 +192,32 @@ class WandbRegistry:
             member.description = description
             member.save()
         return _version_of(name, member)
+
+    def update_registered_model(self, name: str, description: str) -> RegisteredModel:
+        """Set the description of the model's Registry collection."""
+        versions = self.list_model_versions(name)  # NotFound for an unknown model
+        with mapped(f"update registered model {name!r}"):
+            found = self._api().artifact_collection(MODEL_TYPE, collection(name))
+            found.description = description
+            found.save()
+        return RegisteredModel(
+            name=name,
+            description=found.description or None,
+            aliases={a: v.version for v in versions for a in v.aliases},
+            latest_version=max(v.version for v in versions),
+        )
+
+    def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
+        """Keep the tag in the version's trackkit metadata. W&B applies a linked artifact's
+        metadata to its source artifact, so every link of the same logged model shares it."""
+        member = self._member(name, f"v{self._online_version(name, version) - 1}")
+        metadata = dict(member.metadata or {})
+        own = dict(metadata.get("trackkit") or {})
+        own["tags"] = {**(own.get("tags") or {}), key: value}
+        metadata["trackkit"] = own
+        with mapped(f"tag version {version} of {name!r}"):
+            member.metadata = metadata
+            member.save()
 
     def close(self) -> None:
         if self._local is not None:
