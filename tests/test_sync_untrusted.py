@@ -267,7 +267,10 @@ def test_a_journal_naming_another_server_is_refused_and_never_gets_credentials(
 @pytest.mark.server
 def test_the_users_own_address_given_with_o_is_replayed(tmp_path: Path, mlflow_server: str) -> None:
     experiment = f"own-{uuid.uuid4().hex[:8]}"
-    _journal(tmp_path / ".trackkit", _run_meta(mlflow_server, experiment), _points(5)).close()
+    meta = _run_meta(mlflow_server, experiment)
+    # credentials a journal names are never used (trackkit records none)
+    meta["options"]["tracking_token"] = "the journal author's"
+    _journal(tmp_path / ".trackkit", meta, _points(5)).close()
     done = _sync(tmp_path, "-o", f"tracking_uri={mlflow_server}/")  # a trailing / is the same
     assert done.returncode == 0, done.stdout + done.stderr
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)

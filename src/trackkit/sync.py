@@ -91,6 +91,14 @@ def _without_addresses(options: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _without_credentials_named(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: _without_credentials_named(v) if isinstance(v, Mapping) else v
+        for k, v in options.items()
+        if not _CREDENTIAL.search(str(k))
+    }
+
+
 def _same_address(a: Any, b: Any) -> bool:
     """Equal as addresses: user information (credentials) and a trailing ``/`` aside."""
 
@@ -143,7 +151,11 @@ def _tracker(
     backend, recorded = meta.get("backend"), meta.get("options")
     if not isinstance(backend, str) or not isinstance(recorded, dict):
         raise InvalidInput("the journal's metadata names no backend and options")
-    recorded = {str(k): v for k, v in recorded.items() if k not in TRACKER_OPTIONS}
+    # trackkit never records secrets nor its own options: a journal naming them is ignored
+    # there (its own credentials would send the replay to its author's account)
+    recorded = _without_credentials_named(
+        {str(k): v for k, v in recorded.items() if k not in TRACKER_OPTIONS}
+    )
     mine = _get_tracker(cache, backend, {**_without_addresses(recorded), **overrides}, False)
     ours = dict(_address_items(mine.backend.replay_options()))
     differ = [(k, v) for k, v in _address_items(recorded) if not _same_address(v, ours.get(k))]
