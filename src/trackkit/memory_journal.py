@@ -127,6 +127,14 @@ class MemoryJournal:
         if self._disk is not None:
             self._disk.discard_file(local)
 
+    def put_tag(self, key: str, text: str) -> None:
+        """Set tag ``key`` to ``text``, replacing any value of it not sent yet (one pending
+        update, however often it changes)."""
+        with self._lock:
+            self._rows = [r for r in self._rows if not (r[1] == jn.TAG and r[2] == key)]
+            self._rows.append((self._next, jn.TAG, key, None, None, None, text))
+            self._next += 1
+
     def drop_oldest_points(self, count: int) -> int:
         """Forget the oldest ``count`` metric points (memory is full and the backend is not
         taking them); return how many were dropped. Params, tags and the run's end are kept."""

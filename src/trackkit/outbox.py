@@ -202,27 +202,33 @@ class Outbox:
         """Move queued operations into the journal, keeping their order.
 
         If the journal file refuses them, they are kept in memory (``journal_error`` says
-        why); an interrupt (KeyboardInterrupt) puts them back in the queue.
+        why); an interrupt (KeyboardInterrupt) before they are kept puts them back in the queue.
         """
         with self._journal_lock:
-            with self.lock:
-                entries, self._queue = self._queue, []
-            if not entries:
-                return
-            if self._memory is not None:
-                self._memory.append(entries)
-                return
-            if self.journal_error is None and self._disk is not None:
-                try:
-                    self._disk.append(entries)
-                    return
-                except Exception as e:
-                    self.journal_error = e
-                except BaseException:
+            entries: list[jn.Entry] = []
+            try:
+                with self.lock:
+                    entries, self._queue = self._queue, []
+                if entries:
+                    self._store(entries)
+            except BaseException:
+                if entries:
                     with self.lock:
                         self._queue[:0] = entries
-                    raise
-            self._held += entries
+                raise
+
+    def _store(self, entries: list[jn.Entry]) -> None:
+        """(caller holds ``_journal_lock``) Keep ``entries``: journal file, or memory."""
+        if self._memory is not None:
+            self._memory.append(entries)
+            return
+        if self.journal_error is None and self._disk is not None:
+            try:
+                self._disk.append(entries)
+                return
+            except Exception as e:
+                self.journal_error = e
+        self._held += entries
 
     def keep(self, local: Path) -> str:
         """Copy an artifact beside the journal file for a later upload; return the text of
@@ -262,6 +268,15 @@ class Outbox:
             self._held = []
             memory.set_meta(**self.meta)
             self._memory = memory
+
+    def put_lost_tag(self, key: str) -> None:
+        """Tag the run with how many points were lost (one pending update, never piling up)."""
+        with self._journal_lock:
+            if self._memory is not None:
+                self._memory.put_tag(key, str(self.lost))
+                return
+            self._held = [e for e in self._held if not (e[0] == jn.TAG and e[1] == key)]
+            self._held.append((jn.TAG, key, None, None, None, str(self.lost)))
 
     def drop_oldest_points(self, count: int) -> int:
         """Forget the oldest ``count`` metric points kept in memory; return how many."""

@@ -377,8 +377,7 @@ class Writer:
                 self._lost(outbox, dropped)
 
     def _lost(self, outbox: Outbox, dropped: int) -> None:
-        with outbox.lock:  # the run carries the count: a tag sent with the rest
-            outbox.put((jn.TAG, LOST_TAG, None, None, None, str(outbox.lost)))
+        outbox.put_lost_tag(LOST_TAG)  # the run carries the count: a tag sent with the rest
         logger.warning(
             "%s",
             redact(
@@ -392,6 +391,9 @@ class Writer:
 
     @staticmethod
     def _cause(error: BaseException | None) -> str:
+        # sqlite's "cannot rollback" after a failed write hides the write's own error
+        while error is not None and "rollback" in str(error) and error.__context__ is not None:
+            error = error.__context__
         return f"{type(error).__name__}: {error}"
 
     def _journal_failed(self, outbox: Outbox, error: BaseException) -> None:
