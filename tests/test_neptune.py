@@ -554,6 +554,60 @@ def test_server_runs_keep_their_parent(monkeypatch: pytest.MonkeyPatch) -> None:
     tracker.close()
 
 
+@pytest.mark.filterwarnings("ignore:transition_model_version_stage:trackkit.errors.TrackkitWarning")
+def test_stage_transitions_set_the_versions_neptune_stage() -> None:
+    tracker = trackkit.get_tracker("neptune", mode="debug")
+    for _ in range(2):
+        tracker.register_model("runs:/r/model", "ride")
+    _, versions = tracker.backend.model_objects("ride")  # type: ignore[attr-defined]
+
+    def stages() -> tuple[str, str]:
+        return versions[1]["sys/stage"].fetch(), versions[2]["sys/stage"].fetch()
+
+    tracker.transition_model_version_stage("ride", 1, "Production")
+    assert stages() == ("production", "none")
+    tracker.transition_model_version_stage("ride", 1, "Staging")  # as MLflow: now Staging,
+    assert stages() == ("staging", "none")
+    assert tracker.get_model_version("ride", 1).aliases == ("production", "staging")  # both held
+    tracker.transition_model_version_stage("ride", 2, "Production", archive_existing_versions=True)
+    assert stages() == ("archived", "production")
+    tracker.transition_model_version_stage("ride", 2, "None")
+    assert stages() == ("archived", "none")
+    tracker.set_model_alias("ride", "staging", 2)  # moved: version 1 keeps only `archived`
+    assert stages() == ("archived", "staging")
+    tracker.backend.set_model_stage("ride", 1, "production")  # the primitive itself
+    assert stages() == ("production", "staging")
+    with pytest.raises(InvalidInput, match="not 'retired'"):
+        tracker.backend.set_model_stage("ride", 1, "retired")
+    with pytest.raises(NotFound):
+        tracker.backend.set_model_stage("ride", 3, "staging")
+    tracker.close()
+
+
+@pytest.mark.filterwarnings("ignore:transition_model_version_stage:trackkit.errors.TrackkitWarning")
+def test_offline_stage_transitions_reach_the_server_stages_by_sync(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tracker = trackkit.get_tracker(
+        "neptune", mode="offline", project="ws/proj", journal_dir=tmp_path / "tk"
+    )
+    for _ in range(2):
+        tracker.register_model("runs:/r/model", "ride")
+    tracker.transition_model_version_stage("ride", 1, "Production")
+    tracker.transition_model_version_stage("ride", 1, "Staging")
+    tracker.transition_model_version_stage("ride", 2, "Production", archive_existing_versions=True)
+    tracker.close()
+    # the core journaled the alias moves (no stage call while offline); replayed, they give the
+    # stages the same calls give online
+    server = FakeNeptuneServer(monkeypatch)
+    monkeypatch.setenv("NEPTUNE_API_TOKEN", TOKEN)
+    [result] = trackkit.sync(tmp_path / "tk")
+    assert (result.outcome, result.operations) == ("delivered", 6)
+    versions = server.versions["PROJ-RIDE"]
+    assert [versions[n]["sys/stage"].fetch() for n in (1, 2)] == ["archived", "production"]
+    assert versions[1]["trackkit/aliases"].fetch() == {"staging", "archived"}
+
+
 def test_server_registry_uses_model_objects_and_stages(monkeypatch: pytest.MonkeyPatch) -> None:
     server = FakeNeptuneServer(monkeypatch)
     server.taken_keys.add("RIDE")  # another model holds the natural key

@@ -640,18 +640,21 @@ class NeptuneBackend(Backend):
     def delete_model_alias(self, name: str, alias: str) -> None:
         self._registry.delete_alias(name, alias)
 
+    def set_model_stage(self, name: str, version: int, stage: str) -> None:
+        self._registry.set_stage(name, version, stage)
+
     def update_model_version(self, name: str, version: int, description: str) -> ModelVersion:
         return self._registry.update_version(name, version, description)
 
-    def model_objects(self, name: str) -> tuple[Any, dict[int, Any]]:
-        """The client's model object of ``name`` and its version objects (debug mode reads)."""
-        return self._registry.objects(name)
     def update_registered_model(self, name: str, description: str) -> RegisteredModel:
         return self._registry.update_model(name, description)
 
     def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         self._registry.set_version_tag(name, version, key, value)
 
+    def model_objects(self, name: str) -> tuple[Any, dict[int, Any]]:
+        """The client's model object of ``name`` and its version objects (debug mode reads)."""
+        return self._registry.objects(name)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:

@@ -195,8 +195,9 @@ class NeptuneRegistry:
         with self._client.errors(f"set alias {alias!r} of {name!r}"):
             model[f"trackkit/aliases/{alias}"] = version
         aliases[alias] = version
-        for number in {version, previous} - {None}:
-            self._mirror_aliases(name, int(number), aliases)  # type: ignore[arg-type]
+        self._mirror_aliases(name, version, aliases, newest=alias)
+        if previous is not None and previous != version:
+            self._mirror_aliases(name, previous, aliases)
 
     def delete_alias(self, name: str, alias: str) -> None:
         aliases = self._aliases(name)
@@ -208,11 +209,14 @@ class NeptuneRegistry:
             del model[f"trackkit/aliases/{alias}"]
         self._mirror_aliases(name, number, aliases)
 
-    def _mirror_aliases(self, name: str, number: int, aliases: Mapping[str, int]) -> None:
-        """Show a version's aliases on it: a stage for the strongest stage alias, and a set."""
+    def _mirror_aliases(
+        self, name: str, number: int, aliases: Mapping[str, int], newest: str | None = None
+    ) -> None:
+        """Show a version's aliases on it, as a set and as a stage: the stage alias it was just
+        given (``newest``), else the strongest stage alias it holds, else ``none``."""
         obj = self._version_object(name, number)
         held = sorted(a for a, n in aliases.items() if n == number)
-        stage = next((s for s in STAGES if s in held), "none")
+        stage = newest if newest in STAGES else next((s for s in STAGES if s in held), "none")
         with self._client.errors(f"update version {number} of {name!r}", quiet=True):
             obj.change_stage(stage)
             if "aliases" in obj.get_structure().get("trackkit", {}):
@@ -220,21 +224,25 @@ class NeptuneRegistry:
             if held:
                 obj["trackkit/aliases"].add(held)
 
+    def set_stage(self, name: str, version: int, stage: str) -> None:
+        """Make ``stage`` the version's Neptune stage (a stage transition asked for it).
+
+        Raises:
+            InvalidInput: ``stage`` is not one of :data:`STAGES`.
+            NotFound: the version does not exist.
+        """
+        if stage not in STAGES:
+            raise InvalidInput(f"a Neptune stage is one of {', '.join(STAGES)}, not {stage!r}")
+        obj = self._version_object(name, version)
+        with self._client.errors(f"set the stage of version {version} of {name!r}", quiet=True):
+            obj.change_stage(stage)
+
     def update_version(self, name: str, version: int, description: str) -> ModelVersion:
         obj = self._version_object(name, version)
         with self._client.errors(f"update version {version} of {name!r}"):
             obj[F_DESCRIPTION] = description
         return self._model_version(name, version, self._aliases(name))
 
-    def close(self) -> None:
-        """Stop every model and version object this registry opened."""
-        with self._lock:
-            objects = [
-                o for model, versions in self._models.values() for o in (model, *versions.values())
-            ]
-            self._models.clear()
-        for obj in objects:
-            self._client.stop(obj)
     def update_model(self, name: str, description: str) -> RegisteredModel:
         """Set the model object's own description (``sys/description``)."""
         model, _ = self.objects(name)
@@ -253,3 +261,12 @@ class NeptuneRegistry:
         with self._client.errors(f"tag version {version} of {name!r}"):
             obj[f"{_TAGS}{key}"] = value
 
+    def close(self) -> None:
+        """Stop every model and version object this registry opened."""
+        with self._lock:
+            objects = [
+                o for model, versions in self._models.values() for o in (model, *versions.values())
+            ]
+            self._models.clear()
+        for obj in objects:
+            self._client.stop(obj)
