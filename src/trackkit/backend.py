@@ -292,6 +292,16 @@ class Backend(ABC):
         """Load a registered version; the default loads its ``source`` URI."""
         return self.load_model(version.source)
 
+    def activate_run(self, run_id: str) -> None:
+        """The run became the module-level active run (``trackkit.start_run``) in this thread.
+
+        MLflow makes it MLflow's own active run too, so MLflow's fluent calls and its own
+        autologging inside a trackkit run log into that run. The default does nothing.
+        """
+
+    def deactivate_run(self, run_id: str, status: str) -> None:
+        """The active run ended with ``status`` (undo :meth:`activate_run`)."""
+
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
         """Release SDK resources; called by ``Tracker.close``."""
@@ -304,16 +314,6 @@ class Backend(ABC):
         journal each change for ``trackkit sync`` to repeat on the real registry later.
         """
         return None
-    def activate_run(self, run_id: str) -> None:
-        """The run became the module-level active run (``trackkit.start_run``) in this thread.
-
-        MLflow makes it MLflow's own active run too, so MLflow's fluent calls and its own
-        autologging inside a trackkit run log into that run. The default does nothing.
-        """
-
-    def deactivate_run(self, run_id: str, status: str) -> None:
-        """The active run ended with ``status`` (undo :meth:`activate_run`)."""
-
 
     def check_registration(self, name: str, source: str, run_id: str | None) -> str | None:
         """Check that ``source`` can be registered as ``name``; return the run it came from.
