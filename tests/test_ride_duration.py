@@ -448,6 +448,9 @@ def test_the_whole_flow_on_mlflow_sqlite_then_serve_it_with_gunicorn(
 
     # registry: the best run's model is version 1, staging and production, described
     assert aliases(client, "ride-duration") == {"staging": 1, "production": 1}
+    assert client.get_registered_model("ride-duration").description == (
+        "NYC taxi ride duration (minutes) from pickup/dropoff zones and trip distance"
+    )
     v1 = client.get_model_version("ride-duration", "1")
     assert v1.run_id == best.info.run_id
     assert "test rmse" in v1.description and "on green_tripdata_2021-03.parquet" in v1.description

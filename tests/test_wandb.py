@@ -1023,10 +1023,12 @@ def test_the_ride_duration_example_registry_step_runs_unchanged_offline(
     assert second.aliases["production"] == production
     assert reader.alias_version("ride-duration", "production") == production
     deferred = [op for op, _ in _deferred(tmp_path / ".trackkit" / "journal")]
-    assert deferred[:4] == [
-        "register_model", "set_model_alias", "set_model_alias", "update_model_version"
+    assert deferred[:5] == [
+        "register_model", "update_registered_model", "set_model_alias", "set_model_alias",
+        "update_model_version",
     ]  # fmt: skip
     assert deferred.count("register_model") == 2
+    assert deferred.count("update_registered_model") == 2  # the example describes its model
 
 
 def test_the_core_keeps_the_offline_registry_and_never_replays_it_offline(

@@ -100,6 +100,10 @@ def best_run(
     return runs[0]
 
 
+#: the registered model's own description (each version's says where it came from)
+MODEL_DESCRIPTION = "NYC taxi ride duration (minutes) from pickup/dropoff zones and trip distance"
+
+
 def register_best(
     tracker: trackkit.Tracker,
     *,
@@ -117,6 +121,7 @@ def register_best(
         f"validation rmse {best.metrics['rmse']:.3f}, mae {best.metrics.get('mae', float('nan')):.3f}"
     )
     version = tracker.register_model(source, name, description=description)
+    tracker.update_registered_model(name, MODEL_DESCRIPTION)
     tracker.set_model_alias(name, "staging", version.version)
     return best, version
 
