@@ -392,8 +392,8 @@ class Tracker:
 
     # -- reading back -------------------------------------------------------------------------
     def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
-        """Every point of one metric of a run, in step order (points of one step in the order
-        they were logged), each with its step, value and timestamp (ms).
+        """Every point of one metric of a run, in step order (points of one step by
+        timestamp), each with its step, value and timestamp (ms).
 
         Raises:
             NotFound: no such run, or the run has no metric ``key`` (the message lists its
@@ -422,7 +422,7 @@ class Tracker:
             f"read metric {key!r} of run {run_id}",
             lambda: self.backend.get_metric_history(run_id, key),
         )
-        return sorted(points, key=lambda p: p.step)  # stable: a step's points keep their order
+        return sorted(points, key=lambda p: (p.step, p.timestamp))
 
     @overload
     def get_metric_histories(
