@@ -621,3 +621,16 @@ def test_metadata_replay_cannot_use_is_damage_not_a_failure_forever(tmp_path: Pa
         ),
     }
     assert trackkit.sync(tmp_path) == []
+
+
+def test_trackkit_sync_stays_the_function_after_the_command_ran(tmp_path: Path) -> None:
+    """`trackkit sync` in a process that never touched trackkit.sync before."""
+    code = (
+        "import sys, trackkit; from trackkit import cli; "
+        "assert cli.main(['sync', '--dir', sys.argv[1]]) == 0; "
+        "assert callable(trackkit.sync) and trackkit.sync(sys.argv[1]) == []"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

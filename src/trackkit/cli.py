@@ -6,6 +6,9 @@
     trackkit plugins [--json]    # each plugin: distribution, version, blocked?
     trackkit sync [--dir DIR] [--backend NAME] [-o KEY=VALUE] [--trust-journal-address]
     trackkit copy SOURCE --to BACKEND [-o KEY=VALUE] [--experiment NAME] [--run ID] [--json]
+    trackkit runs [EXPERIMENT ...] [--filter F] [--order-by K] [--columns C] [--max N]
+    trackkit compare RUN_ID [RUN_ID ...] [--only-changed]
+    trackkit history RUN_ID KEY      # each: [--backend NAME] [-o KEY=VALUE] [--format F]
     trackkit --version
 
 Every command is declared in :func:`build_parser`. Errors are one line; ``--debug`` or
@@ -34,6 +37,7 @@ from trackkit.errors import InvalidInput, NotFound, TrackkitError, UnknownBacken
 
 if TYPE_CHECKING:
     from trackkit.backend import Backend
+    from trackkit.tracker import Tracker
 
 PROG = "trackkit"
 
@@ -190,7 +194,9 @@ SYNC_REFUSED = 3
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     """Replay journals; one line each. Exit 1 if one failed or was partly delivered (a later
     sync retries it), else 3 if one was refused (it needs your decision), else 0."""
-    from trackkit.sync import sync
+    # through the package's public name: importing the submodule first would leave
+    # ``trackkit.sync`` naming the module, not the function, for the rest of the process
+    from trackkit import sync
 
     # what a backend's SDK prints while replaying (MLflow: a "View run" line per run ended)
     # goes to stderr: stdout holds one line per journal
@@ -252,6 +258,141 @@ def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+# -- reading runs: runs, compare, history ----------------------------------------------------------
+def _reader(args: argparse.Namespace) -> Tracker:
+    """A Tracker on the backend and options the command line names."""
+    from trackkit import get_tracker
+
+    return get_tracker(args.backend, **dict(args.option))
+
+
+#: the columns ``trackkit runs`` shows without --columns (then every metric and param)
+DEFAULT_RUN_COLUMNS = ("run_id", "run_name", "status", "start_time")
+
+
+def _pick_columns(available: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    """The columns ``--columns`` names, in its order; a name may hold ``*`` (``metrics.*``).
+
+    Raises:
+        InvalidInput: a name matches no column (the message suggests the closest).
+    """
+    import difflib
+    import fnmatch
+
+    if not wanted:
+        keys = [c for c in available if c.startswith(("metrics.", "params."))]
+        return [*DEFAULT_RUN_COLUMNS, *keys]
+    picked: list[str] = []
+    for name in wanted:
+        found = [c for c in available if fnmatch.fnmatchcase(c, name)]
+        if not found and not any(ch in name for ch in "*?["):
+            close = difflib.get_close_matches(name, available, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidInput(f"no run found has a column {name!r}{hint}")
+        picked += [c for c in found if c not in picked]
+    return picked
+
+
+def cmd_runs(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the runs a search finds, one per row (columns as in ``search_runs``'s DataFrame)."""
+    from trackkit import frames, output
+
+    tracker = _reader(args)
+    try:
+        runs = tracker.search_runs(
+            args.experiments or None,
+            filter=args.filter,
+            order_by=args.order_by or None,
+            max_results=args.max,
+        )
+    finally:
+        tracker.close()
+    records = [frames.run_record(r, tracker.backend.name) for r in runs]
+    wanted = [c.strip() for text in args.columns for c in text.split(",") if c.strip()]
+    columns = _pick_columns(frames.columns(records), wanted) if records else []
+    if not records and args.format == "table":
+        where = ", ".join(args.experiments) if args.experiments else "the default experiment"
+        out.write(f"no runs found in {where}\n")
+        return 0
+    rows = [[r.get(c) for c in columns] for r in records]
+    title = f"{len(rows)} run{'' if len(rows) == 1 else 's'}"
+    output.write(columns, rows, args.format, out, title=title)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
+    """Print runs side by side: one column per run; their name, status, params and metrics."""
+    from trackkit import output
+
+    ids = list(dict.fromkeys(args.run_ids))
+    tracker = _reader(args)
+    try:
+        runs = [tracker.get_run(run_id) for run_id in ids]
+    finally:
+        tracker.close()
+    fields: dict[str, list[Any]] = {
+        "run_name": [r.name for r in runs],
+        "status": [r.status for r in runs],
+    }
+    for kind in ("params", "metrics"):
+        keys = sorted({k for r in runs for k in getattr(r, kind)})
+        for key in keys:
+            fields[f"{kind}.{key}"] = [getattr(r, kind).get(key) for r in runs]
+    if args.only_changed:
+        fields = {
+            name: values
+            for name, values in fields.items()
+            if name == "run_name" or len({repr(v) for v in values}) > 1
+        }
+    rows = [[name, *values] for name, values in fields.items()]
+    output.write(["field", *ids], rows, args.format, out)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
+    """Print every point of one metric of a run, in step order."""
+    from datetime import datetime, timezone
+
+    from trackkit import output
+
+    tracker = _reader(args)
+    try:
+        points = tracker.get_metric_history(args.run_id, args.key)
+    finally:
+        tracker.close()
+    rows = [
+        [p.step, p.value, datetime.fromtimestamp(p.timestamp / 1000, tz=timezone.utc)]
+        for p in points
+    ]
+    output.write(["step", "value", "timestamp"], rows, args.format, out, title=args.key)
+    return 0
+
+
+def _backend_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="the backend to read (default $TRACKKIT_BACKEND, else mlflow)",
+    )
+    command.add_argument(
+        "--option",
+        "-o",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backend option, as get_tracker takes it, e.g. "
+        "-o tracking_uri=sqlite:///mlflow.db (repeat for more)",
+    )
+    command.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="a table (drawn with rich on a terminal, plain text in a pipe), CSV, or JSON "
+        "(a list of objects)",
+    )
+
+
 # -- the parser: every command is declared here --------------------------------------------------
 DEBUG_ENV = "TRACKKIT_DEBUG"
 EPILOG = (
@@ -275,7 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect trackkit's backends and plugins; replay journals with `sync`; "
-        "copy Neptune offline runs with `copy`.",
+        "copy Neptune offline runs with `copy`; read runs back with `runs`, `compare` and "
+        "`history`.",
         epilog=EPILOG,
         parents=[debug],
     )
@@ -375,6 +517,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     copy_cmd.add_argument("--json", action="store_true", help="print JSON")
     copy_cmd.set_defaults(run=cmd_copy)
+
+    runs_cmd = commands.add_parser(
+        "runs",
+        parents=[debug],
+        help="list runs: a search, as a table, CSV or JSON",
+        description="List the runs of one or more experiments, found and ordered as "
+        "Tracker.search_runs finds them (MLflow's filter syntax, the same answer on every "
+        "backend). Columns are named as in search_runs's DataFrame: run_id, run_name, status, "
+        "start_time, end_time, metrics.<key>, params.<key>, tags.<key>, parent_id...",
+    )
+    runs_cmd.add_argument(
+        "experiments",
+        nargs="*",
+        metavar="EXPERIMENT",
+        help="the experiments to search (default $TRACKKIT_EXPERIMENT, else Default)",
+    )
+    runs_cmd.add_argument("--filter", help="e.g. \"metrics.rmse < 6.8 and params.model = 'lasso'\"")
+    runs_cmd.add_argument(
+        "--order-by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="e.g. 'metrics.rmse ASC' (repeat for more keys; default: newest first)",
+    )
+    runs_cmd.add_argument(
+        "--columns",
+        action="append",
+        default=[],
+        metavar="C[,C...]",
+        help="the columns to show, in order; * matches any characters (e.g. "
+        "run_name,metrics.*,params.alpha; default: run_id, run_name, status, start_time, "
+        "every metric and param)",
+    )
+    runs_cmd.add_argument(
+        "--max", type=int, default=100, metavar="N", help="at most N runs (1 to 50000)"
+    )
+    _backend_options(runs_cmd)
+    runs_cmd.set_defaults(run=cmd_runs)
+
+    compare_cmd = commands.add_parser(
+        "compare",
+        parents=[debug],
+        help="compare runs side by side: params and final metrics",
+        description="Show runs side by side, one column per run: name, status, every param "
+        "and the final value of every metric (a dash where a run has none).",
+    )
+    compare_cmd.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="the runs to compare")
+    compare_cmd.add_argument(
+        "--only-changed",
+        action="store_true",
+        help="show only the rows whose values differ between the runs",
+    )
+    _backend_options(compare_cmd)
+    compare_cmd.set_defaults(run=cmd_compare)
+
+    history_cmd = commands.add_parser(
+        "history",
+        parents=[debug],
+        help="print every point of one metric of a run",
+        description="Print every stored point of one metric of a run, in step order: its "
+        "step, value and timestamp (UTC).",
+    )
+    history_cmd.add_argument("run_id", metavar="RUN_ID", help="the run")
+    history_cmd.add_argument("key", metavar="KEY", help="the metric, e.g. rmse")
+    _backend_options(history_cmd)
+    history_cmd.set_defaults(run=cmd_history)
     return parser
 
 
