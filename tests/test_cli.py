@@ -196,7 +196,9 @@ def test_a_broken_plugin_gives_one_line_and_status_1(
 def test_every_command_is_declared_in_build_parser_with_a_description() -> None:
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"backends", "plugins", "sync", "copy"}
+    assert set(commands.choices) == {
+        "backends", "plugins", "sync", "copy", "runs", "compare", "history",
+    }  # fmt: skip
     for name, sub in commands.choices.items():
         assert sub.description and len(sub.description) > 40, name
         assert sub.get_default("run") is getattr(cli, f"cmd_{name}"), name
