@@ -179,8 +179,11 @@ def test_the_whole_flow_on_wandb_offline(tmp_path: Path) -> None:
         by_project.setdefault(projects.pop(), []).append(run_id)
     assert sorted(by_project) == [EXPERIMENT, f"{EXPERIMENT}-scoring"]
 
-    runs = [r for r in by_project[EXPERIMENT] if reader.tags(r)["flow_id"] == flow_id]
-    assert len(runs) == len(by_project[EXPERIMENT])
+    # every run of the experiment is a training run of this flow, but the search's parent run
+    runs = [r for r in by_project[EXPERIMENT] if reader.tags(r).get("flow_id") == flow_id]
+    parents = [r for r in by_project[EXPERIMENT] if r not in runs]
+    assert [reader.tags(r).get("search") for r in parents] == ["hyperopt-tpe"]
+    assert len(runs) == len(by_project[EXPERIMENT]) - 1
     config_types = sorted(str(reader.config(r)["model.type"]) for r in runs)
     assert config_types == expected_model_types()
     for run_id in runs:
@@ -290,7 +293,11 @@ def test_the_whole_flow_on_neptune_offline(tmp_path: Path) -> None:
     runs = [OfflineRun(d) for d in offline]
     experiments = sorted({str(r.atoms[("trackkit", "experiment")]) for r in runs})
     assert experiments == [EXPERIMENT, f"{EXPERIMENT}-scoring"]
-    training = [r for r in runs if r.atoms[("trackkit", "experiment")] == EXPERIMENT]
+    in_experiment = [r for r in runs if r.atoms[("trackkit", "experiment")] == EXPERIMENT]
+    # the search's parent run holds the search settings; every other run is a training run
+    training = [r for r in in_experiment if "flow_id" in r.below("tags")]
+    parents = [r for r in in_experiment if r not in training]
+    assert [r.below("tags").get("search") for r in parents] == ["hyperopt-tpe"]
     assert all(r.below("tags")["flow_id"] == flow_id for r in training)
     assert sorted(r.params()["model.type"] for r in training) == expected_model_types()
     for run in training:
