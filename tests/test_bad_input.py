@@ -495,7 +495,9 @@ def test_log_text_with_non_str(mlflow_tracker, mlflow_client, text, shown):
 
 
 # -- models and the registry -------------------------------------------------------------------
-def test_log_model_of_an_unpicklable_object_or_unknown_flavor_is_refused(mlflow_tracker, mlflow_client):
+def test_log_model_of_an_unpicklable_object_or_unknown_flavor_is_refused(
+    mlflow_tracker, mlflow_client
+):
     with mlflow_tracker.start_run(experiment="e") as run:
         # any picklable object is a model (flavor "python"); one that cannot be pickled is not
         with pytest.raises(InvalidInput, match=r"_thread\.lock as a model: it cannot be pickled"):
