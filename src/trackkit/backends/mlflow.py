@@ -122,6 +122,15 @@ def ui_base(tracking_uri: str) -> str | None:
     return f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
 
 
+def _absolute(uri: str) -> str:
+    """A sqlite URI with a relative path made absolute, so a printed command works anywhere."""
+    prefix = "sqlite:///"
+    path = uri[len(prefix) :] if uri.startswith(prefix) else None
+    if not path or path.startswith("/") or path.startswith(":memory:"):
+        return uri
+    return f"{prefix}{Path(path).resolve()}"
+
+
 def mlflow_command() -> str:
     """``mlflow`` as the running interpreter's environment has it, so a printed command works
     where that environment is not activated."""
@@ -605,9 +614,9 @@ class MLflowBackend(Backend):
     def run_hint(self, run_id: str) -> str | None:
         if self._ui is not None or self.tracking_uri.startswith("databricks"):
             return None
-        command = [mlflow_command(), "ui", "--backend-store-uri", self.tracking_uri]
+        command = [mlflow_command(), "ui", "--backend-store-uri", _absolute(self.tracking_uri)]
         if self.registry_uri != self.tracking_uri:
-            command += ["--registry-store-uri", self.registry_uri]
+            command += ["--registry-store-uri", _absolute(self.registry_uri)]
         experiment_id = self._run_experiment_id(run_id)
         page = f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}"
         shown = " ".join(shlex.quote(_without_password(part)) for part in command)
