@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -11,13 +12,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import trackkit
 from trackkit import plugins
+from trackkit.writer import Writer
 
 
 @pytest.fixture(autouse=True)
@@ -40,12 +44,40 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
         "WANDB_API_KEY",
     ):
         monkeypatch.delenv(var, raising=False)
+    # MLflow's clients (the tests' readers, trackkit's sender, scripts the tests start) wait
+    # this long for a server's answer: a loaded machine's single-worker server can take longer
+    # than trackkit's default 30 s to read back thousands of points
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
     monkeypatch.chdir(tmp_path)
     plugins.reset()
     trackkit.set_tracker(None)
     yield
     trackkit.set_tracker(None)
     plugins.reset()
+
+
+@pytest.fixture(autouse=True)
+def _stop_writers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Stop the background threads of every tracker a test left open.
+
+    A tracker's journal and sender threads wake every ``flush_interval`` (tests use 1 ms) and
+    retry an unreachable backend until the process ends: left running, hundreds of them kept a
+    worker busy for the whole session (half a core each, measured), slowing every later test.
+    """
+    made: list[Writer] = []
+    original = Writer.__init__
+
+    @functools.wraps(original)
+    def record(self: Writer, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Writer, "__init__", record)
+    yield
+    for writer in made:
+        with warnings.catch_warnings(), contextlib.suppress(Exception):
+            warnings.simplefilter("ignore")  # lost-operation reports of an abandoned tracker
+            writer.stop(timeout=2)
 
 
 @pytest.fixture(scope="session")
@@ -73,11 +105,51 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: how long a server may take to answer /health: minutes on a loaded 2-core machine, seconds
+#: on an idle one (each test's total time is bounded by pytest-timeout, see pyproject.toml)
+SERVER_START_TIMEOUT = float(os.environ.get("TRACKKIT_TEST_SERVER_TIMEOUT", "300"))
+
+
+class ServerStartError(RuntimeError):
+    """An `mlflow server` exited or did not become healthy; the message holds its log."""
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _log_tail(workdir: Path, chars: int = 3000) -> str:
+    try:
+        return (workdir / "server.log").read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
 def start_mlflow_server(
-    workdir: Path, port: int | None = None
+    workdir: Path, port: int | None = None, timeout: float | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `mlflow server` on 127.0.0.1 with a sqlite store in ``workdir``; wait for /health."""
-    port = port or _free_port()
+    """Start `mlflow server` on 127.0.0.1 with a sqlite store in ``workdir``; wait for /health.
+
+    Waits while the process lives, up to ``timeout`` (default ``SERVER_START_TIMEOUT``). Without
+    a given ``port``, a server that exits at once (its free port taken meanwhile) is started
+    once more on another port.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    attempts = 1 if port is not None else 2
+    for attempt in range(attempts):
+        try:
+            return _start_once(workdir, port or _free_port(), timeout or SERVER_START_TIMEOUT)
+        except ServerStartError as e:
+            if attempt + 1 == attempts or "did not become healthy" in str(e):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_once(workdir: Path, port: int, timeout: float) -> tuple[subprocess.Popen[bytes], str]:
     db = workdir / "server.db"
     cmd = [
         sys.executable, "-m", "mlflow", "server",
@@ -85,27 +157,34 @@ def start_mlflow_server(
         "--artifacts-destination", str(workdir / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
+    # MLflow 3's job execution (GenAI evaluation, trace rollups) starts a job runner and seven
+    # huey consumers, each importing mlflow: tens of CPU seconds a server that trackkit never
+    # uses, and minutes of start-up on a loaded machine
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(workdir / "server.log", "ab")  # noqa: SIM115 - the child keeps its own copy
     # its own process group, so stopping it stops its workers too
     proc = subprocess.Popen(
-        cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     log.close()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    started = time.monotonic()
+    pause = 0.05
+    while time.monotonic() - started < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"mlflow server exited: {(workdir / 'server.log').read_text()[-2000:]}"
+            raise ServerStartError(
+                f"mlflow server on port {port} exited with status {proc.returncode} after "
+                f"{time.monotonic() - started:.0f} s:\n{_log_tail(workdir)}"
             )
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
+        if _healthy(url):
+            return proc, url
+        time.sleep(pause)  # polling a condition: a short pause, growing to 1 s
+        pause = min(pause * 2, 1.0)
     stop_mlflow_server(proc)
-    raise RuntimeError("mlflow server did not become healthy within 120 s")
+    raise ServerStartError(
+        f"mlflow server on port {port} did not become healthy within {timeout:.0f} s "
+        f"(TRACKKIT_TEST_SERVER_TIMEOUT):\n{_log_tail(workdir)}"
+    )
 
 
 def stop_mlflow_server(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
@@ -119,14 +198,44 @@ def stop_mlflow_server(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL)
         proc.wait(timeout=30)
 
 
+class SharedServer:
+    """One `mlflow server` shared by a session's tests, started when a test first needs it.
+
+    A start that fails is not remembered: it fails the test that asked, and the next test that
+    needs the server starts it again (a session-scoped fixture would re-raise one slow start
+    for every test). A server that exited is started again too.
+    """
+
+    def __init__(self, workdirs: pytest.TempPathFactory) -> None:
+        self._workdirs = workdirs
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._url = ""
+
+    def url(self) -> str:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._url
+        self.stop()
+        self._proc, self._url = start_mlflow_server(self._workdirs.mktemp("mlflow-server"))
+        return self._url
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            proc, self._proc = self._proc, None
+            stop_mlflow_server(proc, signal.SIGTERM)
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServer]:
+    server = SharedServer(tmp_path_factory)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mlflow_server(_shared_server: SharedServer) -> str:
     """The URL of a real `mlflow server` subprocess, shared by the session's tests."""
     pytest.importorskip("mlflow")
-    workdir = tmp_path_factory.mktemp("mlflow-server")
-    proc, url = start_mlflow_server(workdir)
-    yield url
-    stop_mlflow_server(proc, signal.SIGTERM)
+    return _shared_server.url()
 
 
 @pytest.fixture
