@@ -88,7 +88,9 @@ class TestMLflowServer(ConformanceSuite):
     @pytest.fixture
     def tracker(self, mlflow_server: str, experiment_name: str) -> trackkit.Tracker:
         self.experiment = experiment_name  # one experiment per test on the shared server
-        return trackkit.get_tracker("mlflow", tracking_uri=mlflow_server)
+        # end() returns once the server took everything: on a loaded machine that can take
+        # longer than the default 30 s, and these tests check delivery, not the timeout
+        return trackkit.get_tracker("mlflow", tracking_uri=mlflow_server, end_timeout=600)
 
     @pytest.fixture
     def reader(self, mlflow_server: str, tmp_path: Path) -> MLflowReader:

@@ -32,20 +32,21 @@ def test_server_dies_mid_run_and_comes_back(
 ) -> None:
     port = _free_port()
     server, url = start_mlflow_server(tmp_path, port)
-    tracker = trackkit.get_tracker("mlflow", tracking_uri=url, flush_interval=0.2, end_timeout=120)
+    # end() waits until the restarted server took everything: minutes on a loaded machine
+    tracker = trackkit.get_tracker("mlflow", tracking_uri=url, flush_interval=0.2, end_timeout=600)
     restarted: list[subprocess.Popen[bytes]] = []
     restart = threading.Thread(
         target=lambda: restarted.append(start_mlflow_server(tmp_path, port)[0])
     )
-    worst, points = 0.0, 1500
+    worst, points = 0.0, 600
     try:
         warned = pytest.warns(trackkit.TrackkitWarning, match="backend failed")
         with warned, tracker.start_run(experiment="outage") as run:
             run.log_params({"model": {"alpha": 0.5}})
             for i in range(points):
-                if i == 300:
+                if i == 200:
                     _stop(server)  # the service dies mid-run
-                if i == 500:
+                if i == 300:
                     restart.start()  # and comes back while training goes on
                 started = time.perf_counter()
                 run.log_metric("loss", 1.0 / (i + 1))
@@ -110,7 +111,10 @@ def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
 TRAINING = """
 import faulthandler, signal, sys, time, trackkit
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's stack dump if it hangs
-tracker = trackkit.get_tracker("mlflow", tracking_uri=sys.argv[1], flush_interval=0.2)
+# on SIGTERM, the run ends once the server took everything: minutes on a loaded machine
+tracker = trackkit.get_tracker(
+    "mlflow", tracking_uri=sys.argv[1], flush_interval=0.2, end_timeout=600
+)
 run = tracker.start_run(experiment="signals")
 print(run.id, flush=True)
 for i in range(int(sys.argv[2])):
@@ -143,12 +147,12 @@ def test_sigterm_flushes_and_ends_killed(tmp_path: Path, mlflow_server: str) -> 
     proc, run_id = _training(tmp_path, mlflow_server, 3000)
     proc.send_signal(signal.SIGTERM)
     try:
-        code = proc.wait(timeout=60)
+        code = proc.wait(timeout=660)  # end_timeout, and then some
     except subprocess.TimeoutExpired:  # keep the evidence: every thread's stack
         proc.send_signal(signal.SIGUSR1)
         time.sleep(2)
         proc.kill()
-        pytest.fail("no exit 60 s after SIGTERM:\n" + (tmp_path / "stderr.txt").read_text())
+        pytest.fail("no exit 660 s after SIGTERM:\n" + (tmp_path / "stderr.txt").read_text())
     assert code == -signal.SIGTERM  # the process exits as it would have
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     assert client.get_run(run_id).info.status == "KILLED"
@@ -156,7 +160,7 @@ def test_sigterm_flushes_and_ends_killed(tmp_path: Path, mlflow_server: str) -> 
 
 
 def test_sigkill_then_sync_sends_the_rest(tmp_path: Path, mlflow_server: str) -> None:
-    proc, run_id = _training(tmp_path, mlflow_server, 20000)
+    proc, run_id = _training(tmp_path, mlflow_server, 10000)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
@@ -170,4 +174,4 @@ def test_sigkill_then_sync_sends_the_rest(tmp_path: Path, mlflow_server: str) ->
     assert done.returncode == 0, done.stderr
     assert "delivered" in done.stdout
     assert client.get_run(run_id).info.status == "KILLED"
-    assert _steps(client, run_id, "loss") == list(range(20000))
+    assert _steps(client, run_id, "loss") == list(range(10000))

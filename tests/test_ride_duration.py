@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import trackkit
+from conftest import SERVER_START_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `examples` is a package of the repository, not installed
@@ -283,7 +284,7 @@ def gunicorn(
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + SERVER_START_TIMEOUT  # minutes on a loaded machine
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"gunicorn exited: {log_path.read_text()[-3000:]}")

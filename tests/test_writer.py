@@ -45,7 +45,8 @@ def test_threads_logging_to_one_run_lose_nothing(mlflow_tracker, mlflow_client) 
 
 PROCESS = """
 import sys, trackkit
-tracker = trackkit.get_tracker("mlflow", tracking_uri=sys.argv[1])
+# end() waits for delivery as long as a loaded machine needs (not the default 30 s)
+tracker = trackkit.get_tracker("mlflow", tracking_uri=sys.argv[1], end_timeout=600)
 with tracker.start_run(experiment="processes", name=sys.argv[2]) as run:
     run.log_params({"worker": sys.argv[2]})
     for i in range(int(sys.argv[3])):
@@ -65,7 +66,7 @@ def test_processes_logging_to_one_server_lose_nothing(tmp_path: Path, mlflow_ser
         workdir.mkdir()
         command = [sys.executable, str(script), mlflow_server, f"w{n}", str(points)]
         procs.append(subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, text=True))
-    run_ids = [p.communicate(timeout=300)[0].split("RUN ")[1].split()[0] for p in procs]
+    run_ids = [p.communicate(timeout=700)[0].split("RUN ")[1].split()[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     for n, run_id in enumerate(run_ids):
