@@ -114,7 +114,7 @@ class ServerStartError(RuntimeError):
     """An `mlflow server` exited or did not become healthy; the message holds its log."""
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
             return bool(r.status == 200)
@@ -176,7 +176,7 @@ def _start_once(workdir: Path, port: int, timeout: float) -> tuple[subprocess.Po
                 f"mlflow server on port {port} exited with status {proc.returncode} after "
                 f"{time.monotonic() - started:.0f} s:\n{_log_tail(workdir)}"
             )
-        if _healthy(url):
+        if healthy(url):
             return proc, url
         time.sleep(pause)  # polling a condition: a short pause, growing to 1 s
         pause = min(pause * 2, 1.0)
@@ -206,16 +206,18 @@ class SharedServer:
     for every test). A server that exited is started again too.
     """
 
-    def __init__(self, workdirs: pytest.TempPathFactory) -> None:
+    def __init__(self, workdirs: pytest.TempPathFactory, timeout: float | None = None) -> None:
         self._workdirs = workdirs
         self._proc: subprocess.Popen[bytes] | None = None
         self._url = ""
+        self.timeout = timeout  # seconds a start may take (None: SERVER_START_TIMEOUT)
 
     def url(self) -> str:
         if self._proc is not None and self._proc.poll() is None:
             return self._url
         self.stop()
-        self._proc, self._url = start_mlflow_server(self._workdirs.mktemp("mlflow-server"))
+        workdir = self._workdirs.mktemp("mlflow-server")
+        self._proc, self._url = start_mlflow_server(workdir, timeout=self.timeout)
         return self._url
 
     def stop(self) -> None:

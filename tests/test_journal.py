@@ -623,6 +623,22 @@ def test_metadata_replay_cannot_use_is_damage_not_a_failure_forever(tmp_path: Pa
     assert trackkit.sync(tmp_path) == []
 
 
+def test_trackkit_sync_is_the_function_whatever_was_imported_first(tmp_path: Path) -> None:
+    """Touching `trackkit.SyncResult` or importing the module that holds `sync` first once left
+    `trackkit.sync` naming a module, so `trackkit.sync(...)` failed with "'module' object is
+    not callable" for the rest of the process."""
+    code = (
+        "import sys, trackkit; trackkit.SyncResult; import trackkit.replay; "
+        "from trackkit import cli; "
+        "assert callable(trackkit.sync), trackkit.sync; "
+        "assert trackkit.sync(sys.argv[1]) == []"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_trackkit_sync_stays_the_function_after_the_command_ran(tmp_path: Path) -> None:
     """`trackkit sync` in a process that never touched trackkit.sync before."""
     code = (

@@ -631,8 +631,12 @@ def test_a_missing_sdk_names_the_install_command_without_a_traceback(tmp_path: P
     first, second = done.stderr.splitlines()
     assert first.startswith("error: the wandb backend needs the 'wandb' package")
     assert "pip install 'trackkit[wandb]'" in first
-    # the command for this environment: its own python, this checkout in development mode
+    # the command for this environment: its own python (the bare name when this shell finds
+    # that one first, as in an activated venv or tox), this checkout in development mode
+    found = shutil.which("python")
     python = str(Path(sys.executable))
+    if found and os.path.samefile(found, sys.executable):
+        python = "python"
     assert second == f"install it here with: {python} -m pip install -e '{REPO}[wandb]'"
     # TRACKKIT_DEBUG=1 brings the traceback back
     debug = run_module(tmp_path, {**env, "TRACKKIT_DEBUG": "1"})

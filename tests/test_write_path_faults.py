@@ -195,8 +195,12 @@ def test_points_past_the_memory_bound_are_counted_tagged_and_warned(tmp_path: Pa
         found = client.get_run(run_id)
         assert found.data.tags["trackkit.lost_points"] == str(lost)
         steps = _steps(client, run_id, "loss")
-        # the oldest were dropped: every point after them arrived, exactly once
-        assert steps == [0, *range(lost + 1, 5001)]
+        # the oldest were dropped: every point after them arrived, exactly once. A batch in
+        # flight when the server hung timed out and was counted as dropped, but the server may
+        # still have stored it when it woke: those are the oldest, and never more than a batch
+        early = [s for s in steps if 0 < s <= lost]
+        assert early == list(range(1, len(early) + 1)) and len(early) <= 1000, early[-5:]
+        assert steps == [0, *early, *range(lost + 1, 5001)]
     finally:
         if child.poll() is None:
             child.kill()

@@ -67,8 +67,8 @@ if TYPE_CHECKING:
     from trackkit.hookspecs import hookimpl
     from trackkit.integrations.autolog import autolog
     from trackkit.models import Signature
+    from trackkit.replay import SyncResult, sync
     from trackkit.run import Run
-    from trackkit.sync import SyncResult, sync
     from trackkit.tracker import Tracker, get_tracker
 
 __version__ = "0.1.0"
@@ -123,7 +123,7 @@ _LAZY = {
     "trackkit.hookspecs": ("hookimpl",),
     "trackkit.integrations.autolog": ("autolog",),
     "trackkit.models": ("Signature",),
-    "trackkit.sync": ("sync", "SyncResult"),
+    "trackkit.replay": ("sync", "SyncResult"),
     "trackkit.backends.neptune": ("copy_runs",),  # Neptune offline runs, to any backend
     "trackkit.run": ("Run",),
     "trackkit.tracker": ("Tracker", "get_tracker"),

@@ -194,9 +194,7 @@ SYNC_REFUSED = 3
 def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     """Replay journals; one line each. Exit 1 if one failed or was partly delivered (a later
     sync retries it), else 3 if one was refused (it needs your decision), else 0."""
-    # through the package's public name: importing the submodule first would leave
-    # ``trackkit.sync`` naming the module, not the function, for the rest of the process
-    from trackkit import sync
+    from trackkit.replay import sync
 
     # what a backend's SDK prints while replaying (MLflow: a "View run" line per run ended)
     # goes to stderr: stdout holds one line per journal

@@ -664,6 +664,9 @@ class Run:
             delivered = self._writer.flush(self.outbox, self.tracker.end_timeout)
         finally:
             _lifecycle.forget(self)
+        if not (self._writer.strict and self._writer.failure is not None):
+            # a journal that failed after the last logging call is still warned about once
+            self._writer.report()
         if self.lost:
             warnings.warn(
                 f"run {self.id} ended {status} without {self.lost} metric points: they were "
@@ -696,7 +699,6 @@ class Run:
             return
         if self._writer.strict and self._writer.failure is not None:
             self._raise_failure(f"end run {self.id}")
-        self._writer.report()
         unkept = self._writer.keep(self.outbox) if self.outbox.in_memory else 0
         where = (
             f"{unkept} operations are only in memory (the journal file cannot be written): "
