@@ -107,6 +107,28 @@ def test_refused_operations_are_kept_aside_and_never_pending(tmp_path: Path) -> 
     assert journal.remove() == Path(f"{tmp_path / 'r.db'}.rejected")
 
 
+def test_refused_operations_with_integers_sqlite_cannot_hold_are_kept_exactly(
+    tmp_path: Path,
+) -> None:
+    """A backend that refuses a step or timestamp past sqlite's 64-bit range (one that takes any
+    integer accepted it at the call) has it set aside like any other, never an OverflowError."""
+    journal = jn.Journal(tmp_path / "r.db")
+    huge = [
+        (jn.METRIC, "k", 1.0, 2**63, 1_700_000_000_000, None),
+        (jn.METRIC, "k", 2.0, 3, 2**64, None),
+        (jn.METRIC, "k", 3.0, -(2**70), 5, None),
+    ]
+    journal.append([*_points(2), *huge])
+    rows = journal.pending(10)
+    journal.reject(rows[2:], "OverflowError: too large")
+    assert [r[0] for r in journal.pending(10)] == [1, 2]
+    assert journal.rejected() == [(r, "OverflowError: too large") for r in rows[2:]]
+    journal.close()
+    assert jn.Journal(tmp_path / "r.db").rejected() == [
+        (r, "OverflowError: too large") for r in rows[2:]
+    ]
+
+
 def _header(path: Path) -> tuple[int, int]:
     """The format marker in the main file's header: (user_version, application_id)."""
     data = path.read_bytes()[:100]

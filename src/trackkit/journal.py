@@ -121,8 +121,31 @@ def _chunk(first: int, count: int, blob: Any, crc: int | None) -> list[Entry]:
     return ops
 
 
+#: the integers a sqlite INTEGER holds; others go in as the bytes of their decimal text
+_SQLITE_INT = range(-(2**63), 2**63)
+
+
+def _int_cell(value: Any) -> Any:
+    """An integer column's value as sqlite can keep it exactly (see :func:`_int_value`)."""
+    if isinstance(value, int) and value not in _SQLITE_INT:
+        return str(value).encode()
+    return value
+
+
+def _int_value(cell: Any) -> Any:
+    return int(cell.decode()) if isinstance(cell, bytes) else cell
+
+
+def _rejected(r: Sequence[Any]) -> tuple[Row, str]:
+    """A row of the ``rejected`` table as the operation it was and the backend's reason."""
+    entry = _unplain(r[1], r[2], r[3], _int_value(r[4]), _int_value(r[5]), r[6])
+    return (r[0], *entry), r[7]
+
+
 def _plain(row: Row) -> Row:
-    """A row as sqlite keeps it (NaN would read back as NULL: it goes in as text)."""
+    """A row as sqlite keeps it (NaN would read back as NULL: it goes in as text; integers past
+    64 bits as blobs, which sqlite never converts)."""
+    row = (*row[:4], _int_cell(row[4]), _int_cell(row[5]), row[6])
     if row[3] is not None and row[3] != row[3]:
         return (*row[:3], None, *row[4:6], "nan")
     return row
@@ -644,7 +667,7 @@ class Journal:
             rows = self._db.execute(
                 "SELECT seq, kind, key, num, step, ts, text, reason FROM rejected ORDER BY seq"
             ).fetchall()
-        return [((r[0], *_unplain(*r[1:7])), r[7]) for r in rows]
+        return [_rejected(r) for r in rows]
 
     def count(self, kind: str | None = None) -> int:
         """How many operations (of ``kind``) are not yet acknowledged."""
@@ -864,7 +887,12 @@ class Journal:
             ).fetchall()
         except sqlite3.DatabaseError:
             return []
-        return [((r[0], *_unplain(*r[1:7])), r[7]) for r in rows if isinstance(r[0], int)]
+        kept = []
+        for r in rows:
+            with contextlib.suppress(ValueError):  # damage: a row that no longer reads back
+                if isinstance(r[0], int):
+                    kept.append(_rejected(r))
+        return kept
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
