@@ -95,9 +95,15 @@ def _int_file(path: Path) -> int:
 
 
 def read_offline_runs(
-    source: str | Path, run_ids: Sequence[str] | None = None
+    source: str | Path, run_ids: Sequence[str] | None = None, *, outside_files: bool = False
 ) -> list[NeptuneRunData]:
     """Replay the operation logs of every offline run under ``source`` (or of ``run_ids``).
+
+    An offline directory may come from someone else, and its logs name files by path
+    (Neptune's ``upload("path")`` keeps the path, not a copy): only files inside the folder that
+    holds the ``.neptune`` directory (the project the run was made in) are read, symlinks
+    followed, unless ``outside_files`` is True. Any other is listed in ``skipped`` with how to
+    include it.
 
     Returns:
         One :class:`~trackkit.backends.neptune.view.NeptuneRunData` per run, oldest first; what
@@ -127,13 +133,13 @@ def read_offline_runs(
             if data.created is None and isinstance(created, str):
                 with contextlib.suppress(ValueError):
                     data.created = datetime.fromisoformat(created)
-            _replay(directory, data)
+            _replay(directory, data, outside_files)
         runs.append(data)
     runs.sort(key=lambda d: (d.created or datetime.min.replace(tzinfo=timezone.utc), d.id))
     return runs
 
 
-def _replay(directory: Path, data: NeptuneRunData) -> None:
+def _replay(directory: Path, data: NeptuneRunData, outside_files: bool) -> None:
     acknowledged = _int_file(directory / "last_ack_version")
     for log in _log_files(directory):
         with open(log, encoding="utf-8") as lines:
@@ -149,7 +155,7 @@ def _replay(directory: Path, data: NeptuneRunData) -> None:
                     continue
                 if int(entry.get("version", acknowledged + 1)) <= acknowledged:
                     continue  # already sent to a server by the client itself
-                _apply(op, path, directory, data)
+                _apply(op, path, directory, data, outside_files)
 
 
 def _forget(data: NeptuneRunData, path: str) -> None:
@@ -162,7 +168,43 @@ def _forget(data: NeptuneRunData, path: str) -> None:
             del store[key]
 
 
-def _apply(op: dict[str, Any], path: str, directory: Path, data: NeptuneRunData) -> None:
+def _inside(local: Path, directory: Path) -> bool:
+    """Whether ``local``, with every symlink followed, lies inside ``directory``."""
+    try:
+        return local.resolve().is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def _project(directory: Path) -> Path:
+    """The folder an offline run was made in: the parent of ``.neptune/offline/<run>`` (or of
+    the run's own directory when it is laid out otherwise)."""
+    if directory.parent.name == "offline" and directory.parent.parent.name.endswith("neptune"):
+        return directory.parents[2]
+    return directory
+
+
+def _readable(
+    local: Path, directory: Path, outside_files: bool, path: str, data: NeptuneRunData
+) -> bool:
+    """Whether the file ``local`` that field ``path`` names may be read; if not, noted why."""
+    if not outside_files and not _inside(local, _project(directory)):
+        data.skipped.append(
+            f"{path}: names the file {str(local)!r}, outside the folder the offline run was "
+            f"made in ({str(_project(directory))!r}); not read (an offline directory from "
+            "elsewhere could name any file): pass outside_files=True "
+            "(`trackkit copy --outside-files`) to read it"
+        )
+        return False
+    if not local.is_file():
+        data.skipped.append(f"{path}: the uploaded file {str(local)!r} is gone")
+        return False
+    return True
+
+
+def _apply(
+    op: dict[str, Any], path: str, directory: Path, data: NeptuneRunData, outside_files: bool
+) -> None:
     kind = op.get("type")
     if kind in ("AssignFloat", "AssignInt", "AssignBool", "AssignString"):
         data.atoms[path] = op["value"]
@@ -193,11 +235,9 @@ def _apply(op: dict[str, Any], path: str, directory: Path, data: NeptuneRunData)
     elif kind == "UploadFile":
         tmp = op.get("tmp_file_name")
         local = directory / "upload_path" / tmp if tmp else Path(op.get("file_path") or "")
-        if local.is_file():
+        if _readable(local, directory, outside_files, path, data):
             data.files[path] = file_source(local)
             data.file_extensions[path] = str(op.get("ext") or "")
-        else:
-            data.skipped.append(f"{path}: the uploaded file {str(local)!r} is gone")
     elif kind == "UploadFileContent":
         data.files[path] = bytes_source(base64.b64decode(op["file_content"]))
         data.file_extensions[path] = str(op.get("ext") or "")
@@ -206,7 +246,7 @@ def _apply(op: dict[str, Any], path: str, directory: Path, data: NeptuneRunData)
             Path(p)
             for pattern in op.get("file_globs", [])
             for p in glob.glob(pattern, recursive=True)
-            if Path(p).is_file()
+            if Path(p).is_file() and _readable(Path(p), directory, outside_files, path, data)
         ]
         if str(op.get("reset")) == "True":
             data.file_sets[path] = found
