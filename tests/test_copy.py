@@ -117,7 +117,16 @@ def test_a_trackkit_neptune_run_copied_into_mlflow_keeps_everything(
     assert (s1, s2) == (0, 1) and math.isnan(nan) and inf == sys.float_info.max
 
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-    assert tags == {"developer": "ana", "neptune.run_id": source_id}
+    source_tags = {k: tags.pop(k) for k in list(tags) if k.startswith("trackkit.source.")}
+    assert tags == {"developer": "ana", "neptune.run_id": source_id, "trackkit.copy": "complete"}
+    assert source_tags.keys() == {
+        "trackkit.source.backend", "trackkit.source.run_id", "trackkit.source.experiment",
+        "trackkit.source.start_time", "trackkit.source.end_time",
+    }  # fmt: skip
+    assert (source_tags["trackkit.source.backend"], source_tags["trackkit.source.run_id"]) == (
+        "neptune",
+        source_id,
+    )
     files = artifact_files(client, result.run_id)
     assert {
         "data/bundle/inner/b.txt",

@@ -18,7 +18,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trackkit.backends.neptune import copy_runs
     from trackkit.entities import (
         ArtifactInfo,
         MetricPoint,
@@ -70,6 +69,7 @@ if TYPE_CHECKING:
     from trackkit.replay import SyncResult, sync
     from trackkit.run import Run
     from trackkit.tracker import Tracker, get_tracker
+    from trackkit.transfer import copy_runs
 
 __version__ = "0.1.0"
 
@@ -124,7 +124,7 @@ _LAZY = {
     "trackkit.integrations.autolog": ("autolog",),
     "trackkit.models": ("Signature",),
     "trackkit.replay": ("sync", "SyncResult"),
-    "trackkit.backends.neptune": ("copy_runs",),  # Neptune offline runs, to any backend
+    "trackkit.transfer": ("copy_runs",),  # runs and models, from any backend to any other
     "trackkit.run": ("Run",),
     "trackkit.tracker": ("Tracker", "get_tracker"),
 }

@@ -9,6 +9,7 @@ can do in :class:`Capabilities`; the core answers every other request with a uni
 from __future__ import annotations
 
 import inspect
+import json
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
@@ -187,6 +188,41 @@ class Backend(ABC):
         """Every registered model (``list_registered_models``); the core sorts them by name.
         Its versions come from ``list_model_versions``."""
         raise self.unsupported("list_registered_models", "list the versions of a model you name")
+
+    def list_models(self, run_id: str) -> list[ModelRef]:
+        """The models logged in the run (what ``trackkit copy`` copies as models), each with
+        the URI ``load_model`` takes.
+
+        The default finds the trackkit model packages among the run's artifacts (a directory
+        holding ``trackkit-model.json``; ``list_artifacts`` needed, else an empty list). A
+        backend that keeps models elsewhere (MLflow's logged models, W&B model artifacts)
+        overrides it.
+        """
+        from trackkit import models
+        from trackkit.entities import ModelRef
+
+        if not (self.capabilities.list_artifacts and self.capabilities.download_artifacts):
+            return []
+        found: list[ModelRef] = []
+        todo = [""]
+        while todo:
+            entries = self.list_artifacts(run_id, todo.pop())
+            names = {e.path.rsplit("/", 1)[-1]: e for e in entries}
+            meta = names.get(models.METADATA_FILE)
+            where = meta.path.rpartition("/")[0] if meta is not None and not meta.is_dir else ""
+            if meta is not None and where:
+                with tempfile.TemporaryDirectory(prefix="trackkit-model-") as tmp:
+                    local = self.download_artifacts(run_id, meta.path, Path(tmp))
+                    try:
+                        info = json.loads(local.read_text(encoding="utf-8"))
+                    except (OSError, ValueError):
+                        info = {}
+                flavor = info.get("flavor") if isinstance(info, dict) else None
+                uri = f"runs:/{run_id}/{where}"
+                found.append(ModelRef(run_id, where, uri, str(flavor or ""), self.name))
+                continue  # a package's own files are not searched further
+            todo += [e.path for e in entries if e.is_dir]
+        return sorted(found, key=lambda r: r.name)
 
     def run_url(self, run_id: str) -> str | None:
         """The run's page in the backend's UI, never with credentials in it; None (the

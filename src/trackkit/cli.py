@@ -5,7 +5,8 @@
     trackkit backends [--json]   # each backend: SDK installed?, capabilities, providing plugin
     trackkit plugins [--json]    # each plugin: distribution, version, blocked?
     trackkit sync [--dir DIR] [--backend NAME] [-o KEY=VALUE] [--trust-journal-address]
-    trackkit copy SOURCE --to BACKEND [-o KEY=VALUE] [--experiment NAME] [--run ID] [--json]
+    trackkit copy --from NAME [-o K=V] --to NAME [-o K=V] [--experiment E] [--run ID] [--models]
+                  [--into E] [--dry-run] [--quiet] [--json]   # or: copy NEPTUNE_PATH --to NAME
     trackkit runs [EXPERIMENT ...] [--filter F] [--order-by K] [--columns C] [--max N]
     trackkit compare RUN_ID [RUN_ID ...] [--only-changed]
     trackkit history RUN_ID KEY      # each: [--backend NAME] [-o KEY=VALUE] [--format F]
@@ -27,6 +28,7 @@ import importlib.util
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, TextIO
@@ -222,38 +224,121 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
     return SYNC_REFUSED if any(r.outcome == "refused" for r in results) else 0
 
 
+class _Side(argparse.Action):
+    """``--from NAME`` / ``--to NAME``: the ``-o`` options after it belong to that side."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} is given twice")
+        setattr(namespace, self.dest, values)
+        namespace.side = "from" if self.dest == "source_backend" else "to"
+
+
+class _SideOption(argparse.Action):
+    """``-o KEY=VALUE``: an option of the backend named just before it (--from or --to)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        side = getattr(namespace, "side", None)
+        if side is None:
+            parser.error(
+                f"{option_string} {values[0]}={values[1]}: put each -o after the --from NAME "
+                "or --to NAME it belongs to"
+            )
+        # a new list: the parser's default one is shared by every parse
+        setattr(namespace, f"{side}_options", [*getattr(namespace, f"{side}_options"), values])
+
+
+def _copy_line(r: Any) -> str:
+    target = r.run_id or "-"
+    return (
+        f"{r.source_id} -> {target} ({r.experiment}): {r.outcome}, {r.params} params, "
+        f"{r.metric_points} metric points, {r.tags} tags, {r.files} files, {r.models} models, "
+        f"{r.status}" + (f"; ERROR {r.error}" if r.error else "")
+    )
+
+
 def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
-    """Copy Neptune offline runs into another backend; exit status 1 if any run failed."""
+    """Copy runs (and registered models) between backends; exit status 1 if any failed."""
     from trackkit import copy_runs, get_tracker
 
-    tracker = get_tracker(args.backend, **dict(args.option))
-    try:
-        results = copy_runs(
-            args.source,
-            tracker,
-            experiment=args.experiment,
-            run_ids=args.runs,
-            include_system=args.include_system,
+    if (args.source is None) == (args.source_backend is None):
+        raise InvalidInput(
+            "name the source once: --from BACKEND [-o KEY=VALUE ...], or the path of Neptune "
+            "offline data"
         )
-    finally:
-        tracker.close()
+    if args.source is not None and args.experiments and args.into:
+        raise InvalidInput("with a Neptune offline path, --experiment is the destination: use one")
+    if args.source is None and args.include_system:
+        raise InvalidInput("--include-system applies to Neptune offline data (a path) only")
+    # the copy can always be done again (it resumes), so it needs no journal for replay: the
+    # destination's journals go to a directory of their own, and a failure is an error
+    with tempfile.TemporaryDirectory(prefix="trackkit-copy-") as journals:
+        destination = get_tracker(
+            args.backend, strict=True, journal_dir=journals, **dict(args.to_options)
+        )
+        source: Any = args.source
+        try:
+            if source is None:
+                source = get_tracker(
+                    args.source_backend, journal_dir=journals, **dict(args.from_options)
+                )
+            legacy = args.source is not None
+            into = args.into or (args.experiments[0] if legacy and args.experiments else None)
+            with contextlib.redirect_stdout(sys.stderr):  # what SDKs print is not the report
+                report = copy_runs(
+                    source,
+                    destination,
+                    experiments=None if legacy else args.experiments or None,
+                    run_ids=args.runs,
+                    into=into,
+                    models=args.models,
+                    dry_run=args.dry_run,
+                    progress=False if args.quiet else None,
+                    include_system=args.include_system,
+                )
+        finally:
+            if args.source is None and not isinstance(source, (str, type(None))):
+                source.close()
+            destination.close()
     if args.json:
-        json.dump([r.__dict__ for r in results], out, indent=2, default=list)
+        rows = {
+            "runs": [r.__dict__ for r in report.runs],
+            "models": [m.__dict__ for m in report.models],
+            "dry_run": report.dry_run,
+        }
+        json.dump(rows["runs"] if args.source is not None else rows, out, indent=2, default=list)
         out.write("\n")
-    elif not results:
-        out.write("no Neptune offline runs found\n")
+    elif not report.runs:
+        out.write("no runs found to copy\n")
     else:
-        for r in results:
-            target = r.run_id or "-"
-            out.write(
-                f"{r.source_id} -> {target} ({r.experiment}): {r.params} params, "
-                f"{r.metric_points} metric points, {r.tags} tags, {r.files} files, {r.status}"
-                + (f"; ERROR {r.error}" if r.error else "")
-                + "\n"
-            )
+        if report.dry_run:
+            out.write("dry run: nothing was written\n")
+        for r in report.runs:
+            out.write(_copy_line(r) + "\n")
             for note in r.notes:
                 out.write(f"  note: {note}\n")
-    return 1 if any(r.error for r in results) else 0
+        for m in report.models:
+            out.write(
+                f"model {m.name}: versions created {list(m.created)}, skipped "
+                f"{list(m.skipped)}, aliases {list(m.aliases)}"
+                + (f"; ERROR {m.error}" if m.error else "")
+                + "\n"
+            )
+            for note in m.notes:
+                out.write(f"  note: {note}\n")
+    return 1 if report.failed else 0
 
 
 # -- reading runs: runs, compare, history ----------------------------------------------------------
@@ -414,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect trackkit's backends and plugins; replay journals with `sync`; "
-        "copy Neptune offline runs with `copy`; read runs back with `runs`, `compare` and "
+        "copy runs between backends with `copy`; read runs back with `runs`, `compare` and "
         "`history`.",
         epilog=EPILOG,
         parents=[debug],
@@ -482,36 +567,78 @@ def build_parser() -> argparse.ArgumentParser:
     copy_cmd = commands.add_parser(
         "copy",
         parents=[debug],
-        help="copy Neptune offline runs (.neptune/offline) into another backend",
-        description="Copy Neptune offline runs into another backend: params, every metric "
-        "point at its step, tags and files.",
+        help="copy runs and registered models from one backend to another",
+        description="Copy runs from one backend to another: params, every metric point at "
+        "its step with its timestamp, tags, status, artifacts, models and parent links; with "
+        "--models, registered models too. Each -o KEY=VALUE belongs to the --from or --to "
+        "given before it, e.g. `trackkit copy --from mlflow -o tracking_uri=sqlite:///a.db "
+        "--to wandb -o mode=offline`. Copying again creates nothing new and finishes a copy "
+        "that was interrupted. The older form `trackkit copy PATH --to BACKEND` copies Neptune "
+        "offline data read from disk (there, --experiment names the destination experiment). "
+        "Exit status 1 if a run or model failed to copy.",
     )
+    copy_cmd.set_defaults(side=None, from_options=[], to_options=[], source_backend=None)
     copy_cmd.add_argument(
         "source",
-        help="a .neptune directory, a directory containing one, or one offline run directory",
+        nargs="?",
+        help="Neptune offline data: a .neptune directory, a directory containing one, or one "
+        "offline run directory (instead of --from)",
     )
     copy_cmd.add_argument(
-        "--to", dest="backend", required=True, metavar="BACKEND", help="destination backend"
+        "--from",
+        dest="source_backend",
+        action=_Side,
+        metavar="BACKEND",
+        help="the source backend (its -o options follow it)",
+    )
+    copy_cmd.add_argument(
+        "--to",
+        dest="backend",
+        required=True,
+        action=_Side,
+        metavar="BACKEND",
+        help="the destination backend (its -o options follow it)",
     )
     copy_cmd.add_argument(
         "--option",
         "-o",
         type=_option,
-        action="append",
-        default=[],
+        action=_SideOption,
         metavar="KEY=VALUE",
-        help="a destination backend option, e.g. -o tracking_uri=sqlite:///mlflow.db",
+        help="an option of the backend named before it, as get_tracker takes it, e.g. "
+        "-o tracking_uri=sqlite:///mlflow.db (repeat for more)",
     )
     copy_cmd.add_argument(
-        "--experiment", help="destination experiment (default: the one recorded in each run)"
+        "--experiment",
+        dest="experiments",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="copy the runs of this source experiment (repeat; default: every experiment)",
     )
     copy_cmd.add_argument(
         "--run", dest="runs", action="append", metavar="ID", help="copy only this run (repeat)"
     )
     copy_cmd.add_argument(
+        "--into",
+        metavar="NAME",
+        help="put every run into this destination experiment (default: its own)",
+    )
+    copy_cmd.add_argument(
+        "--models",
+        action="store_true",
+        help="also copy the registered models whose versions come from the copied runs",
+    )
+    copy_cmd.add_argument(
+        "--dry-run", action="store_true", help="read everything, write nothing; report the plan"
+    )
+    copy_cmd.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bar (shown on a terminal only)"
+    )
+    copy_cmd.add_argument(
         "--include-system",
         action="store_true",
-        help="also copy Neptune's sys/, monitoring/ and source_code/ fields",
+        help="Neptune offline data: also copy sys/, monitoring/ and source_code/ fields",
     )
     copy_cmd.add_argument("--json", action="store_true", help="print JSON")
     copy_cmd.set_defaults(run=cmd_copy)

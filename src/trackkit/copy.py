@@ -1,24 +1,32 @@
-"""Copying runs: source runs, as generic records, written to any backend through a Tracker.
+"""Copying runs, the destination side: source runs, as generic records, written through a Tracker.
 
-A reader turns what another tool stored into :class:`SourceRun` records (today Neptune's
-offline logs: ``trackkit.backends.neptune``, which ``trackkit.copy_runs`` and the
-``trackkit copy`` command use); :func:`write_runs` creates one destination run per record.
-It knows nothing of where the records came from. See docs/neptune.md, "Moving data out".
+A reader turns what another backend or tool stored into :class:`SourceRun` records (any backend
+through its read side: :mod:`trackkit.reading`; Neptune's offline files:
+``trackkit.backends.neptune``). A :class:`Destination` writes each one as a run of its tracker,
+knowing nothing of where it came from, and never twice: every copy is tagged with its source
+(``trackkit.source.backend``, ``trackkit.source.run_id``) and with ``trackkit.copy``,
+``partial`` until all of it was written, then ``complete``. Copying again skips a complete
+copy and finishes a partial one. See docs/copying.md.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackkit.errors import InvalidInput, TrackkitError
+from trackkit import normalize
+from trackkit.errors import InvalidInput, NotFound, TrackkitError
 
 if TYPE_CHECKING:
+    from trackkit.entities import ModelRef, RunInfo
+    from trackkit.models import Package
     from trackkit.run import Run
     from trackkit.tracker import Tracker
 
@@ -26,6 +34,20 @@ if TYPE_CHECKING:
 FileSource = Callable[[Path], None]
 #: the statuses a copied run keeps; any other (a run that never ended) becomes KILLED
 ENDED = ("FINISHED", "FAILED", "KILLED")
+
+#: the tags every copy carries
+SOURCE_BACKEND = "trackkit.source.backend"
+SOURCE_RUN = "trackkit.source.run_id"
+SOURCE_EXPERIMENT = "trackkit.source.experiment"
+SOURCE_PARENT = "trackkit.source.parent_id"
+SOURCE_START = "trackkit.source.start_time"
+SOURCE_END = "trackkit.source.end_time"
+#: ``partial`` while a copy is written, ``complete`` once all of it was
+COPY_STATE = "trackkit.copy"
+#: the tag of a copied registered model version: ``<backend>:<name>/<version>`` of its source
+SOURCE_VERSION = "trackkit.source.model_version"
+#: every run of an experiment, as far as ``search_runs`` goes
+MAX_RUNS = 50_000
 
 
 def file_source(path: Path) -> FileSource:
@@ -46,6 +68,15 @@ def bytes_source(content: bytes) -> FileSource:
     return write
 
 
+@dataclass(frozen=True)
+class SourceModel:
+    """A model logged in a source run: ``name`` is where it is in the run."""
+
+    name: str
+    uri: str
+    load: Callable[[], Package]
+
+
 @dataclass
 class SourceRun:
     """One run to copy, as its reader found it."""
@@ -60,11 +91,22 @@ class SourceRun:
     tags: dict[str, str] = field(default_factory=dict)
     #: artifact path (``dir/name``) -> its content
     files: dict[str, FileSource] = field(default_factory=dict)
-    #: the source's times; the destination run keeps its own (a Tracker sets them)
+    #: the source's times, kept as the tags ``trackkit.source.start_time``/``end_time``
+    #: (the destination run has the times of the copy: a Tracker sets them)
     start_time: datetime | None = None
     end_time: datetime | None = None
     #: what the reader renamed, skipped or could not read, one line each
     notes: list[str] = field(default_factory=list)
+    #: the source backend's name (``trackkit.source.backend``)
+    backend: str = ""
+    #: the parent run's id in the source, for a nested run
+    parent_id: str | None = None
+    #: the models logged in the run, copied with ``log_model`` so they load on the destination
+    models: list[SourceModel] = field(default_factory=list)
+
+    @property
+    def points(self) -> int:
+        return sum(len(p) for p in self.metrics.values())
 
 
 @dataclass(frozen=True)
@@ -72,7 +114,7 @@ class CopyResult:
     """What was done with one source run."""
 
     source_id: str
-    run_id: str | None  # the run created in the destination
+    run_id: str | None  # the run in the destination (None: none was created)
     name: str
     experiment: str
     status: str
@@ -82,6 +124,11 @@ class CopyResult:
     files: int
     notes: tuple[str, ...] = ()  # what was renamed, skipped or could not be read
     error: str | None = None
+    #: ``copied``; ``resumed`` (an unfinished copy was finished); ``skipped`` (copied before);
+    #: with ``dry_run``: ``would copy``, ``would resume``; ``failed``
+    outcome: str = "copied"
+    models: int = 0
+    source_backend: str = ""
 
 
 def _param_value(value: Any) -> Any:
@@ -90,83 +137,361 @@ def _param_value(value: Any) -> Any:
     return value
 
 
-def _write(
-    run: Run,
-    params: dict[str, Any],
-    metrics: dict[str, list[tuple[int, float, int | None]]],
-    files: dict[str, FileSource],
-    notes: list[str],
-) -> None:
-    """Log a source run into ``run``; a name the destination refuses is noted and left out."""
-    for key, value in list(params.items()):
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _safe_model_name(name: str) -> str:
+    return name.replace("/", "-")
+
+
+class Destination:
+    """The destination side of a copy: finds earlier copies, writes runs, maps source ids.
+
+    Args:
+        tracker: a Tracker on any backend.
+        experiment: put every run in this experiment (default: each run's own, else the
+            tracker's default).
+        dry_run: write nothing; report what would be done.
+        on_points: called with a number of metric points each time so many were written.
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        experiment: str | None = None,
+        dry_run: bool = False,
+        on_points: Callable[[int], None] | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.experiment = experiment
+        self.dry_run = dry_run
+        self.on_points = on_points or (lambda n: None)
+        self._found: dict[str, dict[tuple[str, str], list[RunInfo]]] = {}
+        #: (source backend, source run id) -> the destination run id
+        self.run_ids: dict[tuple[str, str], str] = {}
+        #: (source backend, source model URI) -> the model in the destination
+        self.models: dict[tuple[str, str], ModelRef] = {}
+
+    # -- earlier copies ------------------------------------------------------------------------
+    def _earlier(self, experiment: str, backend: str, source_id: str) -> list[RunInfo]:
+        if experiment not in self._found:
+            index: dict[tuple[str, str], list[RunInfo]] = {}
+            if self.tracker.backend.capabilities.search_runs:
+                try:
+                    runs = self.tracker.search_runs(experiment, max_results=MAX_RUNS)
+                except NotFound:  # no such experiment yet: nothing was copied into it
+                    runs = []
+                for info in runs:
+                    key = (info.tags.get(SOURCE_BACKEND, ""), info.tags.get(SOURCE_RUN, ""))
+                    if all(key):
+                        index.setdefault(key, []).append(info)
+            self._found[experiment] = index
+        return self._found[experiment].get((backend, source_id), [])
+
+    def _target(self, source: SourceRun) -> str:
+        from trackkit.tracker import DEFAULT_EXPERIMENT
+
+        return (
+            self.experiment
+            or source.experiment
+            or os.environ.get("TRACKKIT_EXPERIMENT")
+            or DEFAULT_EXPERIMENT
+        )
+
+    def _map_models(self, source: SourceRun, run_id: str) -> int:
+        """Remember the destination's copy of each of the source run's models; their count."""
+        if not source.models or not self.tracker.backend.capabilities.models:
+            return 0
+        from trackkit.backend import call
+
+        backend = self.tracker.backend
+        there = {
+            r.name: r
+            for r in call(
+                backend, f"list the models of run {run_id}", lambda: backend.list_models(run_id)
+            )
+        }
+        for model in source.models:
+            ref = there.get(model.name) or there.get(_safe_model_name(model.name))
+            if ref is not None:
+                self.models[(source.backend, model.uri)] = ref
+        return sum(1 for m in source.models if (source.backend, m.uri) in self.models)
+
+    # -- writing -------------------------------------------------------------------------------
+    def write(self, source: SourceRun) -> CopyResult:
+        """Copy one run, unless it was copied before; ``source`` is left unchanged.
+
+        The new run has the source's name, params, every metric point at its step (with its
+        timestamp), tags, files and models; its status is kept, and a run that never ended is
+        ended ``KILLED``. If writing fails, the run is ended ``FAILED``, stays tagged
+        ``trackkit.copy=partial`` (a later copy finishes it) and the error is reported.
+        """
+        target = self._target(source)
+        notes = list(source.notes)
+        earlier = self._earlier(target, source.backend, source.id) if source.backend else []
+        complete = [r for r in earlier if r.tags.get(COPY_STATE) == "complete"]
+        partial = [r for r in earlier if r.tags.get(COPY_STATE) != "complete"]
+        counts: dict[str, Any] = {
+            "params": len(source.params),
+            "metric_points": source.points,
+            "tags": len(source.tags),
+            "files": len(source.files),
+        }
+        if complete:
+            done = complete[0]
+            self.run_ids[(source.backend, source.id)] = done.id
+            return CopyResult(
+                source_id=source.id,
+                run_id=done.id,
+                name=source.name,
+                experiment=target,
+                status=done.status,
+                notes=tuple(notes),
+                outcome="skipped",
+                models=self._map_models(source, done.id),
+                source_backend=source.backend,
+                **counts,
+            )
+        caps = self.tracker.backend.capabilities
+        resume = partial[0] if partial and caps.resume and caps.metric_history else None
+        if partial and resume is None:
+            notes.append(
+                f"an unfinished earlier copy ({', '.join(r.id for r in partial)}) cannot be "
+                f"finished on the {self.tracker.backend.name} backend (it cannot resume runs or "
+                "read metric history): the run is copied again; delete the unfinished one"
+            )
+        if self.dry_run:
+            return CopyResult(
+                source_id=source.id,
+                run_id=None if resume is None else resume.id,
+                name=source.name,
+                experiment=target,
+                status=source.status,
+                notes=tuple(notes),
+                outcome="would resume" if resume is not None else "would copy",
+                models=len(source.models),
+                source_backend=source.backend,
+                **counts,
+            )
+        return self._copy(source, target, resume, notes)
+
+    def _parent(self, source: SourceRun, target: str, notes: list[str]) -> str | None:
+        if not source.parent_id:
+            return None
+        parent = self.run_ids.get((source.backend, source.parent_id))
+        if parent is None:
+            done = [
+                r
+                for r in self._earlier(target, source.backend, source.parent_id)
+                if r.tags.get(COPY_STATE) == "complete"
+            ]
+            parent = done[0].id if done else None
+        if parent is None:
+            notes.append(
+                f"its parent run {source.parent_id} was not copied: the link is kept only in "
+                f"the tag {SOURCE_PARENT}"
+            )
+        elif not self.tracker.backend.capabilities.nested_runs:
+            notes.append(
+                f"the {self.tracker.backend.name} backend has no nested runs: the parent is "
+                f"named in the tag {SOURCE_PARENT} only"
+            )
+            parent = None
+        return parent
+
+    def _copy(
+        self, source: SourceRun, target: str, resume: RunInfo | None, notes: list[str]
+    ) -> CopyResult:
+        params, files = dict(source.params), dict(source.files)
+        metrics = {k: list(v) for k, v in source.metrics.items()}
+        tags = dict(source.tags)
+        if source.backend:
+            tags.update({SOURCE_BACKEND: source.backend, SOURCE_RUN: source.id})
+            if source.experiment:
+                tags[SOURCE_EXPERIMENT] = source.experiment
+        for key, moment in ((SOURCE_START, source.start_time), (SOURCE_END, source.end_time)):
+            text = _iso(moment)
+            if text is not None:
+                tags[key] = text
+        if source.parent_id:
+            tags[SOURCE_PARENT] = source.parent_id
+        tags[COPY_STATE] = "partial"
+        status = source.status if source.status in ENDED else "KILLED"
+        if status != source.status:
+            notes.append(f"the run was still {source.status}; it is ended KILLED")
+        run: Run | None = None
+        error = None
+        copied_models = 0
         try:
-            run.log_param(key, _param_value(value))
-        except InvalidInput as e:
-            notes.append(f"param {key!r} not copied: {e}")
-            del params[key]
-    for key, points in list(metrics.items()):
+            if resume is not None:
+                run = self.tracker.start_run(run_id=resume.id)
+                run.set_tags(tags)
+                have = self._stored_points(resume.id)
+            else:
+                parent = self._parent(source, target, notes)
+                run = self.tracker.start_run(
+                    experiment=target, name=source.name, tags=tags, parent=parent
+                )
+                have = {}
+            self.run_ids[(source.backend, source.id)] = run.id
+            self._params(run, params, notes)
+            self._metrics(run, metrics, have, notes)
+            self._files(run, files)
+            copied_models = self._models(run, source, resume is not None, notes)
+            run.set_tag(COPY_STATE, "complete")
+            run.end(status)
+            if not run.delivered:
+                error = (
+                    f"the {self.tracker.backend.describe()} backend has not acknowledged all of "
+                    "the copy yet; copy again to finish it"
+                )
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            if run is not None and not run.ended:
+                try:
+                    run.end("FAILED")
+                except TrackkitError as end_error:
+                    notes.append(f"could not end the destination run: {end_error}")
+        outcome = "failed" if error else ("resumed" if resume is not None else "copied")
+        return CopyResult(
+            source_id=source.id,
+            run_id=None if run is None else run.id,
+            name=source.name,
+            experiment=run.experiment if run is not None else target,
+            status=status if error is None else "FAILED",
+            params=len(params),
+            metric_points=sum(len(p) for p in metrics.values()),
+            tags=len(source.tags),
+            files=len(files),
+            notes=tuple(notes),
+            error=error,
+            outcome=outcome,
+            models=copied_models,
+            source_backend=source.backend,
+        )
+
+    def _stored_points(self, run_id: str) -> dict[str, Counter[tuple[int, int]]]:
+        """(step, timestamp) of every point an unfinished copy holds already, by metric."""
+        info = self.tracker.get_run(run_id)
+        return {
+            key: Counter(
+                (p.step, p.timestamp) for p in self.tracker.get_metric_history(run_id, key)
+            )
+            for key in info.metrics
+        }
+
+    @staticmethod
+    def _params(run: Run, params: dict[str, Any], notes: list[str]) -> None:
+        """Log the params; a name the destination refuses is noted and left out."""
         try:
+            run.log_params({k: _param_value(v) for k, v in params.items()})
+            return
+        except InvalidInput:
+            pass  # find which, one by one
+        for key, value in list(params.items()):
+            try:
+                run.log_param(key, _param_value(value))
+            except InvalidInput as e:
+                notes.append(f"param {key!r} not copied: {e}")
+                del params[key]
+
+    def _metrics(
+        self,
+        run: Run,
+        metrics: dict[str, list[tuple[int, float, int | None]]],
+        have: dict[str, Counter[tuple[int, int]]],
+        notes: list[str],
+    ) -> None:
+        """Log every point (skipping those an unfinished copy holds already)."""
+        rules = normalize.KeyRules(self.tracker.backend.limits)
+        pending = 0
+        for key, points in list(metrics.items()):
+            try:
+                stored = rules.check(key, "metric")
+            except InvalidInput as e:
+                notes.append(f"metric {key!r} not copied: {e}")
+                del metrics[key]
+                continue
+            there = have.get(stored, Counter())
             for step, value, stamp in points:
-                run.log_metric(key, value, step=step, timestamp=stamp)
-        except InvalidInput as e:  # refused at its first point: none of it was logged
-            notes.append(f"metric {key!r} not copied: {e}")
-            del metrics[key]
-    with tempfile.TemporaryDirectory(prefix="trackkit-copy-") as tmp:
-        for i, (path, source) in enumerate(sorted(files.items())):
-            directory, _, name = path.rpartition("/")
-            local = Path(tmp) / str(i) / name
-            local.parent.mkdir()
-            source(local)
-            run.log_artifact(local, directory or None)
-            local.unlink()
+                if stamp is not None and there[(step, stamp)] > 0:
+                    there[(step, stamp)] -= 1
+                else:
+                    run.log_metric(key, value, step=step, timestamp=stamp)
+                pending += 1
+                if pending >= 1000:
+                    self.on_points(pending)
+                    pending = 0
+        self.on_points(pending)
+
+    @staticmethod
+    def _files(run: Run, files: dict[str, FileSource]) -> None:
+        with tempfile.TemporaryDirectory(prefix="trackkit-copy-") as tmp:
+            for i, (path, source) in enumerate(sorted(files.items())):
+                directory, _, name = path.rpartition("/")
+                local = Path(tmp) / str(i) / name
+                local.parent.mkdir()
+                source(local)
+                run.log_artifact(local, directory or None)
+                local.unlink()
+
+    def _models(self, run: Run, source: SourceRun, resumed: bool, notes: list[str]) -> int:
+        """Log each model again, so it loads on the destination; the count copied."""
+        if not source.models:
+            return 0
+        if not self.tracker.backend.capabilities.models:
+            raise self.tracker.backend.unsupported(
+                f"models (run {source.id} has {len(source.models)})", "copy without them"
+            )
+        if resumed:
+            self._map_models(source, run.id)
+        count = 0
+        for model in source.models:
+            if (source.backend, model.uri) in self.models:
+                count += 1
+                continue
+            package = model.load()
+            name = model.name
+            try:
+                normalize.artifact_dir(name)
+                ref = run.log_model(
+                    package.model,
+                    name,
+                    flavor=package.flavor,
+                    signature=package.signature,
+                    input_example=package.input_example,
+                )
+            except InvalidInput:
+                if "/" not in name:
+                    raise
+                name = _safe_model_name(name)
+                notes.append(f"model {model.name!r} is named {name!r} in the destination")
+                ref = run.log_model(
+                    package.model,
+                    name,
+                    flavor=package.flavor,
+                    signature=package.signature,
+                    input_example=package.input_example,
+                )
+            self.models[(source.backend, model.uri)] = ref
+            count += 1
+        return count
 
 
 def write_run(source: SourceRun, destination: Tracker, experiment: str | None = None) -> CopyResult:
-    """Create one run in ``destination`` holding ``source``; ``source`` is left unchanged.
-
-    The new run has the source's name, params, every metric point at its step (with its
-    timestamp), tags and files; its status is kept, and a run that never ended is ended
-    ``KILLED``. If writing fails, the run is ended ``FAILED`` and the error is reported.
-    """
-    params, tags, files = dict(source.params), dict(source.tags), dict(source.files)
-    metrics = {k: list(v) for k, v in source.metrics.items()}
-    notes = list(source.notes)
-    status = source.status if source.status in ENDED else "KILLED"
-    if status != source.status:
-        notes.append(f"the run was still {source.status}; it is ended KILLED")
-    target = experiment or source.experiment
-    run: Run | None = None
-    error = None
-    try:
-        run = destination.start_run(experiment=target, name=source.name, tags=tags)
-        _write(run, params, metrics, files, notes)
-        run.end(status)
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-        if run is not None and not run.ended:
-            try:
-                run.end("FAILED")
-            except TrackkitError as end_error:
-                notes.append(f"could not end the destination run: {end_error}")
-    return CopyResult(
-        source_id=source.id,
-        run_id=None if run is None else run.id,
-        name=source.name,
-        experiment=run.experiment if run is not None else (target or ""),
-        status=status if error is None else "FAILED",
-        params=len(params),
-        metric_points=sum(len(p) for p in metrics.values()),
-        tags=len(tags),
-        files=len(files),
-        notes=tuple(notes),
-        error=error,
-    )
+    """Copy one run into ``destination`` (see :meth:`Destination.write`)."""
+    return Destination(destination, experiment).write(source)
 
 
 def write_runs(
     sources: Iterable[SourceRun], destination: Tracker, experiment: str | None = None
 ) -> list[CopyResult]:
-    """:func:`write_run` for each source run in turn: one that fails does not stop the others.
+    """Copy each source run in turn: one that fails does not stop the others.
 
     Args:
         sources: the runs to copy.
@@ -174,4 +499,5 @@ def write_runs(
         experiment: the destination experiment; default: each run's own, else the tracker's
             default.
     """
-    return [write_run(source, destination, experiment) for source in sources]
+    writer = Destination(destination, experiment)
+    return [writer.write(source) for source in sources]

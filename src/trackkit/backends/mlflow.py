@@ -667,6 +667,19 @@ class MLflowBackend(Backend):
             if not token:
                 return found
 
+    def list_models(self, run_id: str) -> list[ModelRef]:
+        # MLflow 3 keeps a run's models as logged models, outside the run's artifacts; trackkit
+        # packages (and MLflow 2 models) stored as artifacts are found by the default
+        with self._mapped(f"run {run_id!r}"):
+            run = self.client.get_run(run_id)
+            logged = self.client.search_logged_models(
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"source_run_id = '{run_id}'",
+            )
+        # the flavor is read with the model (model_details)
+        found = [ModelRef(run_id, m.name, m.model_uri, "", self.name) for m in logged]
+        return sorted([*found, *super().list_models(run_id)], key=lambda r: (r.name, r.uri))
+
     def get_run(self, run_id: str) -> RunInfo:
         with self._mapped(f"run {run_id!r}"):
             return self._run_info(self.client.get_run(run_id))

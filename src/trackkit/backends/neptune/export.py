@@ -83,10 +83,12 @@ def source_run(data: NeptuneRunData, include_system: bool = False) -> SourceRun:
         start_time=view.start_time,
         end_time=view.end_time,
         notes=list(data.skipped),
+        backend="neptune",
+        parent_id=view.parent_id or None,
     )
     _native(view, data, run, include_system)
     run.tags.setdefault("neptune.run_id", data.id)
-    if view.parent_id:  # kept as a tag: the copy is not nested in the destination
+    if view.parent_id:  # also nested under its parent's copy where the destination can
         run.tags.setdefault("neptune.parent_id", view.parent_id)
     if view.labels:
         run.tags.setdefault("neptune.tags", json.dumps(sorted(view.labels)))
@@ -108,7 +110,9 @@ def copy_runs(
 
     Each run becomes a new run there with the same name, params, every metric point at its
     step (with its timestamp), tags and files; its status is kept (a run that never ended is
-    ended ``KILLED``). The destination run gets the tag ``neptune.run_id`` naming its source.
+    ended ``KILLED``). The destination run gets the tag ``neptune.run_id`` naming its source,
+    and the tags of every copy (``trackkit.source.*``, see ``trackkit.copy``): copying again
+    creates nothing new.
 
     Args:
         source: a ``.neptune`` directory, a directory containing one, its ``offline/``
@@ -127,5 +131,11 @@ def copy_runs(
         InvalidInput: ``source`` holds no Neptune offline data.
         NotFound: a run of ``run_ids`` is not in ``source``.
     """
-    runs = [source_run(data, include_system) for data in read_offline_runs(source, run_ids)]
-    return write_runs(runs, destination, experiment)
+    return write_runs(source_runs(source, run_ids, include_system), destination, experiment)
+
+
+def source_runs(
+    source: str | Path, run_ids: Sequence[str] | None = None, include_system: bool = False
+) -> list[SourceRun]:
+    """The record of each Neptune offline run in ``source`` (see :func:`copy_runs`)."""
+    return [source_run(data, include_system) for data in read_offline_runs(source, run_ids)]
