@@ -2,6 +2,8 @@
 
 ``trackkit.start_run()`` starts a run on the default tracker (``get_tracker()``, or the one
 given to :func:`set_tracker`) and makes it active; the other functions act on the active run.
+A run entered with ``with tracker.start_run(...) as run:`` is active too, in its thread, for
+the block (see :mod:`trackkit._active`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from trackkit import _active
 from trackkit._secrets import redact
 from trackkit.errors import InvalidInput, TrackkitError, TrackkitWarning, UnsupportedOperation
 
@@ -28,7 +31,6 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 _default: Tracker | None = None
-_stack: list[Run] = []
 _last: Run | None = None
 _experiment: str | None = None  # set_experiment
 _tracking_uri: str | None = None  # set_tracking_uri, used when the default tracker is created
@@ -39,7 +41,7 @@ def get_default_tracker() -> Tracker:
     global _default
     with _lock:
         if _default is None:
-            from trackkit.tracker import get_tracker
+            from trackkit.multi import get_tracker  # TRACKKIT_BACKEND may list several
 
             options = {} if _tracking_uri is None else {"tracking_uri": _tracking_uri}
             _default = get_tracker(**options)
@@ -121,11 +123,10 @@ def set_experiment(name: str) -> None:
 
 
 def active_run() -> Run | None:
-    """The innermost run started with ``trackkit.start_run`` that has not ended, or None."""
-    with _lock:
-        while _stack and _stack[-1].ended:
-            _stack.pop()
-        return _stack[-1] if _stack else None
+    """The innermost active run that has not ended, or None: a run started with
+    ``trackkit.start_run``, or one entered with ``with tracker.start_run(...) as run:`` in this
+    thread (until its block ends)."""
+    return _active.current()
 
 
 def _run() -> Run:
@@ -152,21 +153,38 @@ def start_run(
             (a child run: its parent's).
         nested: make the active run (if any) the new run's parent, as MLflow's
             ``start_run(nested=True)``.
-        parent: the parent run (a Run or a run id) instead of the active one.
+        parent: the parent run (a Run or a run id) instead of the active one. A child of a
+            Run starts on that run's tracker (a run and its children share one backend).
 
     Raises:
         UnsupportedOperation: a parent applies and the backend has no nested runs.
     """
-    global _last
     if parent is None and nested:
         parent = active_run()
     if experiment is None and run_id is None and not hasattr(parent, "experiment"):
         experiment = _experiment  # a child run defaults to its parent's experiment
-    run = get_default_tracker().start_run(
+    tracker = getattr(parent, "tracker", None) or get_default_tracker()
+    return start_active_run(
+        tracker, experiment=experiment, name=name, tags=tags, run_id=run_id, parent=parent
+    )
+
+
+def start_active_run(
+    tracker: Tracker,
+    experiment: str | None = None,
+    name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    parent: Run | str | None = None,
+) -> Run:
+    """``tracker.start_run(...)``, made the active run in every thread as :func:`start_run`
+    makes its runs (the search integrations start trials on the search run's tracker)."""
+    global _last
+    run = tracker.start_run(
         experiment=experiment, name=name, tags=tags, run_id=run_id, parent=parent
     )
+    _active.push(run, every_thread=True)
     with _lock:
-        _stack.append(run)
         _last = run
     _activate(run)
     return run

@@ -15,7 +15,7 @@ from time import time as _time
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
-from trackkit import _lifecycle, normalize
+from trackkit import _active, _lifecycle, normalize
 from trackkit import journal as jn
 from trackkit._secrets import redact, scrub
 from trackkit.backend import call, require
@@ -127,6 +127,7 @@ class Run:
         )
 
     def __enter__(self) -> Run:
+        _active.entered(self)  # the active run of this thread (autolog, trackkit.log_*)
         return self
 
     def __exit__(

@@ -24,6 +24,9 @@ SEARCH_RUN_TAG = "trackkit.search_run_id"
 def start_trial(name: str, nested: bool, tags: Mapping[str, Any] | None = None) -> Run:
     """Start a trial's run and make it the active run (``trackkit.start_run``).
 
+    The active run is the search's run: one started with ``trackkit.start_run()`` or entered
+    with ``with tracker.start_run(...)``; the trial starts on that run's tracker.
+
     With ``nested`` and an active run, the trial is the active run's child where the backend
     declares ``nested_runs``; elsewhere it is a top-level run in the same experiment, tagged
     ``trackkit.search_run_id`` with the active run's id, so ``search_runs(filter=
@@ -36,9 +39,12 @@ def start_trial(name: str, nested: bool, tags: Mapping[str, Any] | None = None) 
     if parent is None:
         return fluent.start_run(name=name, tags=all_tags)
     all_tags[SEARCH_RUN_TAG] = parent.outbox.run_id or parent.id
+    # on the search run's tracker, which may not be the default one (`with tracker.start_run()`)
     if parent.tracker.backend.capabilities.nested_runs:
-        return fluent.start_run(name=name, tags=all_tags, parent=parent)
-    return fluent.start_run(experiment=parent.experiment, name=name, tags=all_tags)
+        return fluent.start_active_run(parent.tracker, name=name, tags=all_tags, parent=parent)
+    return fluent.start_active_run(
+        parent.tracker, experiment=parent.experiment, name=name, tags=all_tags
+    )
 
 
 def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
