@@ -796,6 +796,26 @@ class WandbBackend(Backend):
         package = self.model_store / parts[-2] / artifact / ref
         return package if package.is_dir() else None
 
+    def _run_model_package(self, uri: str) -> Path:
+        """The package of ``runs:/<run_id>/<name>``: the model the run last logged under that
+        name, found in the local model store by the run-id marker ``log_model`` writes."""
+        run_id, _, name = uri[len("runs:/") :].partition("/")
+        if not run_id or not name:
+            raise InvalidInput(f"expected runs:/<run_id>/<name>, got {uri!r}")
+        artifact_name = self._artifact_name(name, run_id)
+        markers = [
+            marker
+            for marker in self.model_store.glob(f"*/{artifact_name}/*.run_id")
+            if marker.read_text() == run_id and marker.with_suffix("").is_dir()
+        ]
+        if not markers:
+            raise NotFound(
+                f"run {run_id} logged no model {name!r} in the local model store "
+                f"{self.model_store}; a model logged on another machine loads by its "
+                "wandb-artifact:/// URI (ModelRef.uri), with W&B online"
+            )
+        return max(markers, key=lambda m: m.stat().st_mtime_ns).with_suffix("")
+
     def load_model(self, uri: str) -> Any:
         from trackkit import models
 
@@ -803,6 +823,8 @@ class WandbBackend(Backend):
             name = uri[len("models:/") :]
             newest = max(self.list_model_versions(name), key=lambda v: v.version)
             return self.load_model_version(newest)
+        if uri.startswith("runs:/"):
+            return models.load_package(self._run_model_package(uri))
         if not uri.startswith(URI_PREFIX):
             return super().load_model(uri)
         path = uri[len(URI_PREFIX) :]
