@@ -116,6 +116,7 @@ class FakeFile:
 
     def __init__(self, name: str, content: str) -> None:
         self.name, self.content = name, content
+        self.size = len(content.encode())
 
     def download(self, root: str = ".", replace: bool = False) -> None:
         target = Path(root) / self.name
@@ -137,9 +138,38 @@ class FakeRun:
         self.created_at: str = fields.get("created_at", "2026-11-26T10:00:00Z")
         self.heartbeat_at: str = fields.get("heartbeat_at", "2026-11-26T10:05:00Z")
         self._files = [FakeFile(n, c) for n, c in fields.get("files", {}).items()]
+        self._history: list[dict[str, Any]] = fields.get("history", [])
+        self.scans: list[list[str] | None] = []
+
+    @property
+    def url(self) -> str:
+        return f"https://wandb.ai/ana/{self.project}/runs/{self.id}"
 
     def files(self) -> list[FakeFile]:
         return list(self._files)
+
+    def scan_history(
+        self, keys: list[str] | None = None, page_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Rows holding every key asked for, only those keys (as W&B's scan does)."""
+        self.scans.append(keys)
+        for row in self._history:
+            if keys is None:
+                yield dict(row)
+            elif all(k in row for k in keys):
+                yield {k: row[k] for k in keys}
+
+
+class FakeCollection:
+    """An artifact collection as ``wandb.Api`` returns it (fake): a W&B Registry model."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.description: str | None = None
+        self.tags: list[str] = []
+
+    def save(self) -> None:
+        pass
 
 
 class FakeWandbApi:
@@ -154,7 +184,8 @@ class FakeWandbApi:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.collections: dict[tuple[str, str], list[FakeArtifact]] = {}
-        self.projects: dict[str, list[FakeRun]] = {}
+        self.project_runs: dict[str, list[FakeRun]] = {}
+        self.collection_info: dict[tuple[str, str], FakeCollection] = {}
 
     # building the fake's state
     def add_logged(
@@ -197,6 +228,7 @@ class FakeWandbApi:
     def _link(self, source: FakeArtifact, target_path: str) -> FakeArtifact:
         project, collection = target_path.split("/")
         members = self.collections.setdefault((project, collection), [])
+        self.collection_info.setdefault((project, collection), FakeCollection(collection))
         for member in members:
             member.aliases = [a for a in member.aliases if a != "latest"]
         linked = FakeArtifact(
@@ -245,7 +277,7 @@ class FakeWandbApi:
         per_page: int = 50,
     ) -> Iterator[FakeRun]:
         self.calls.append(("runs", path, filters, order, per_page))
-        runs = list(self.projects.get(path.split("/")[-1], []))
+        runs = list(self.project_runs.get(path.split("/")[-1], []))
         key = order[1:]
         if key.startswith("summary_metrics."):
             runs.sort(key=lambda r: r.summary_metrics.get(key[len("summary_metrics.") :], math.inf))
@@ -255,10 +287,27 @@ class FakeWandbApi:
             runs.reverse()
         return iter(runs)
 
+    def projects(self, entity: str | None = None, per_page: int = 200) -> list[Any]:
+        self.calls.append(("projects", entity))
+        names = {p for p, _ in self.collections} | set(self.project_runs)
+        return [type("FakeProject", (), {"name": n})() for n in sorted(names)]
+
+    def artifact_collections(self, project_name: str, type_name: str) -> list[Any]:
+        self.calls.append(("artifact_collections", project_name, type_name))
+        return [
+            self.collection_info[(p, c)]
+            for p, c in sorted(self.collections)
+            if p == project_name.split("/")[-1]
+        ]
+
+    def artifact_collection(self, type_name: str, name: str) -> Any:
+        self.calls.append(("artifact_collection", type_name, name))
+        return self.collection_info[tuple(name.split("/")[-2:])]
+
     def run(self, path: str) -> FakeRun:
         self.calls.append(("run", path))
         project, run_id = path.split("/")[-2:]
-        for run in self.projects.get(project, []):
+        for run in self.project_runs.get(project, []):
             if run.id == run_id:
                 return run
         raise wandb.errors.CommError(f"Could not find run {path}")
@@ -1235,7 +1284,7 @@ def test_registry_names_and_sources_must_suit_w_and_b(
 
 
 def _fake_runs(fake: FakeWandbApi, project: str) -> None:
-    fake.projects[project] = [
+    fake.project_runs[project] = [
         FakeRun("r1", project, config={"model": "lasso", "model.alpha": 0.1}, summary={"rmse": 7.1, "rmse:step": 0, "tag:developer": "ana", "trackkit:status": "FINISHED"}, created_at="2026-11-26T10:00:01Z"),
         FakeRun("r2", project, config={"model": "ridge", "model.alpha": 0.5}, summary={"rmse": 6.5, "tag:developer": "bo"}, created_at="2026-11-26T10:00:02Z", state="failed"),
         FakeRun("r3", project, config={"model": "lasso", "model.alpha": 0.5}, summary={"rmse": 6.2, "trackkit:status": "KILLED"}, created_at="2026-11-26T10:00:03Z", state="failed"),
@@ -1285,13 +1334,13 @@ def test_get_run_and_download_online_in_a_fixed_project(
 ) -> None:
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
     tracker = trackkit.get_tracker("wandb", mode="online", dir=root, project="shared", entity="ana")
-    fake.projects["shared"] = [
+    fake.project_runs["shared"] = [
         FakeRun("r9", "shared", summary={"rmse": 1.5, "trackkit:experiment": "lasso"}, files={"artifacts/out/a.txt": "A", "artifacts/out/b/c.txt": "C", "output.log": "log"}),
     ]  # fmt: skip
     info = tracker.get_run("r9")
     assert (info.experiment, info.status, info.metrics) == ("lasso", "FINISHED", {"rmse": 1.5})
     assert info.parent_id is None
-    fake.projects["shared"].append(
+    fake.project_runs["shared"].append(
         FakeRun("c1", "shared", config={"alpha": 0.5, "trackkit:parent_id": "r9"}, group="r9")
     )
     child = tracker.get_run("c1")

@@ -17,15 +17,18 @@ import importlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from trackkit import env
 from trackkit._lazy import import_sdk
@@ -44,8 +47,10 @@ from trackkit.backends.wandb.keys import (
     TAG_PREFIX,
     URI_PREFIX,
     check_project,
+    file_entries,
     kept_texts,
     last_steps,
+    metric_points,
     params_of,
     parent_of,
     parse_time,
@@ -54,7 +59,7 @@ from trackkit.backends.wandb.keys import (
 )
 from trackkit.backends.wandb.query import to_wandb_filter, to_wandb_order
 from trackkit.backends.wandb.records import RecordReader
-from trackkit.backends.wandb.registry import WandbRegistry
+from trackkit.backends.wandb.registry import REGISTRY_PREFIX, WandbRegistry
 from trackkit.backends.wandb.rows import NotSent, PartlySent, RowSender, Sdk
 from trackkit.backends.wandb.sdk_errors import mapped
 from trackkit.entities import ModelRef, RunHandle, RunInfo
@@ -62,13 +67,23 @@ from trackkit.errors import InvalidInput, NotFound
 from trackkit.normalize import value_text
 
 if TYPE_CHECKING:
-    from trackkit.entities import Metric, ModelVersion, ParamValue, RegisteredModel
+    from trackkit.entities import (
+        ArtifactInfo,
+        Metric,
+        MetricPoint,
+        ModelVersion,
+        ParamValue,
+        RegisteredModel,
+    )
     from trackkit.search import Query
 
 #: seconds between wandb's writes of a run's transaction log (wandb's default: 15). trackkit
 #: deletes a point from its journal once wandb took it, and wandb loses what it has not
 #: written when the process is killed: keep that window short.
 LOG_FLUSH_INTERVAL = 0.5
+#: seconds beyond wandb's flush interval that reading an open run's history waits for wandb to
+#: write the rows trackkit handed it
+WRITE_GRACE = 10.0
 _NOT_ARTIFACT_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
 _SECRET_SETTING = re.compile(r"key|token|secret|password|credential|proxy|header", re.IGNORECASE)
 logger = logging.getLogger("trackkit")
@@ -83,6 +98,18 @@ def _without_passwords(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_without_passwords(v) for v in value)
     return value
+
+
+def _page(url: Any) -> str | None:
+    """A W&B page address without credentials, query or fragment (None if it is not one)."""
+    if not isinstance(url, str) or not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass
@@ -103,6 +130,7 @@ class _Open:
     parent_id: str | None = None
     group: str | None = None  # the W&B group
     rows: RowSender | None = None  # the fast row path (rows.py), None: run.log
+    logged_rows: int = 0  # history rows handed to wandb since this process opened the run
 
 
 class WandbBackend(Backend):
@@ -138,6 +166,10 @@ class WandbBackend(Backend):
         download_artifacts=True,
         native_tables=False,
         nested_runs=True,
+        metric_history=True,
+        list_artifacts=True,
+        list_experiments=True,
+        list_registered_models=True,
     )
     # W&B has no hard name or value limits; these are conservative (docs/wandb.md, "Limits"):
     # names portable across backends, values well under W&B's 1 MB-per-value guidance.
@@ -283,8 +315,7 @@ class WandbBackend(Backend):
             self._public_api = factory(overrides=overrides, timeout=30)
         return self._public_api
 
-    @staticmethod
-    def _info_from_open(run_id: str, state: _Open) -> RunInfo:
+    def _info_from_open(self, run_id: str, state: _Open) -> RunInfo:
         return RunInfo(
             id=run_id,
             name=state.name,
@@ -296,7 +327,14 @@ class WandbBackend(Backend):
             start_time=state.started,
             end_time=None,
             parent_id=state.parent_id,
+            url=self._open_url(state),
         )
+
+    def _open_url(self, state: _Open) -> str | None:
+        """The W&B page of a run this process has open (None offline)."""
+        if self.offline:
+            return None
+        return _page(getattr(state.run, "url", None))
 
     # -- runs -----------------------------------------------------------------------------------
     def _init(
@@ -550,6 +588,7 @@ class WandbBackend(Backend):
             if known is None or step >= known[0]:
                 latest[key] = (step, value, seq)
         state.seq = seq
+        state.logged_rows += len(rows)
         if state.rows is not None:
             rows = rows[self._send_fast(state, rows) :]
         if state.next_row is None:
@@ -687,6 +726,7 @@ class WandbBackend(Backend):
             start_time=parse_time(run.created_at),
             end_time=None if status == "RUNNING" else parse_time(run.heartbeat_at),
             parent_id=parent_of(run.config or {}),
+            url=_page(run.url),
         )
 
     def search_runs(self, query: Query) -> list[RunInfo]:
@@ -750,6 +790,103 @@ class WandbBackend(Backend):
                             info = self._info_from_open(info.id, state)
                     found.append(info)
         return found
+
+    # -- reading back: history, files, projects, links -----------------------------------------
+    def _known_offline(self, run_id: str) -> None:
+        """NotFound unless the run is recorded under ``<dir>/wandb`` or open here."""
+        if run_id not in self._runs and not self._reader.logs(run_id):
+            raise NotFound(f"no W&B run {run_id!r} under {self.dir / 'wandb'}")
+
+    def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        if self.offline:
+            self._known_offline(run_id)
+            self._wait_written(run_id)
+            return metric_points(self._reader.history(run_id), key)
+        with mapped(f"run {run_id}"):
+            run = self._api().run(self._run_path(run_id))
+            rows = list(run.scan_history(keys=[key, key + STEP_SUFFIX, "_timestamp"]))
+            if not rows:  # a run trackkit did not log has no x-axis per key: W&B's row numbers
+                rows = list(run.scan_history(keys=[key, "_step", "_timestamp"]))
+        return metric_points(rows, key)
+
+    def _wait_written(self, run_id: str) -> None:
+        """For a run open in this process, wait until wandb wrote the history rows trackkit
+        handed it to the run's ``.wandb`` file (wandb writes it every flush interval)."""
+        with self._lock:
+            state = self._runs.get(run_id)
+            if state is None or not state.logged_rows:
+                return
+            expected, log = state.logged_rows, Path(state.run.dir).parent / f"run-{run_id}.wandb"
+        interval = self._settings.get("x_transaction_log_flush_interval", LOG_FLUSH_INTERVAL)
+        deadline = time.monotonic() + max(float(interval or 0), 0.0) + WRITE_GRACE
+        while True:
+            written = len(self._reader.rows(log)) if log.is_file() else 0
+            if written >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if written < expected:
+            logger.warning(
+                "wandb has written %d of the %d history rows of open run %s so far; the rest "
+                "reads back once it writes them (and after the run ends)",
+                written,
+                expected,
+                run_id,
+            )
+
+    def list_artifacts(self, run_id: str, path: str) -> list[ArtifactInfo]:
+        if self.offline or self._reader.logs(run_id):  # a run of this machine: its own files
+            self._known_offline(run_id)
+            return self._reader.entries(run_id, path)
+        with mapped(f"run {run_id}"):
+            files = [(f.name, f.size) for f in self._api().run(self._run_path(run_id)).files()]
+        return file_entries(files, path)
+
+    def list_experiments(self) -> list[str]:
+        if self.offline:
+            with self._lock:  # an open run's records may not be written yet: it is known here
+                names = {state.experiment for state in self._runs.values()}
+                open_runs = set(self._runs)
+            by_run: dict[str, list[Path]] = {}
+            for log in self._reader.logs():
+                run_id = log.stem[len("run-") :]
+                if run_id not in open_runs:
+                    by_run.setdefault(run_id, []).append(log)
+            for run_id, logs in by_run.items():
+                record = self._reader.record(run_id, logs)
+                if record is not None and record.experiment:
+                    names.add(record.experiment)
+            return sorted(names)
+        api = self._api()
+        if self.project:  # experiments are the runs' groups in one project
+            path = f"{self.entity}/{self.project}" if self.entity else self.project
+            with mapped(f"list the runs of {path}"):
+                runs = api.runs(path, per_page=1000)
+                return sorted({self._info_from_public(run).experiment for run in runs})
+        with mapped("list W&B projects"):
+            projects = [str(p.name) for p in api.projects(entity=self.entity)]
+        return sorted(p for p in projects if not p.startswith(REGISTRY_PREFIX))
+
+    def run_url(self, run_id: str) -> str | None:
+        if self.offline:
+            return None
+        with self._lock:
+            state = self._runs.get(run_id)
+            if state is not None:
+                return self._open_url(state)
+        with mapped(f"run {run_id}"):
+            return _page(self._api().run(self._run_path(run_id)).url)
+
+    def run_hint(self, run_id: str) -> str | None:
+        if not self.offline:
+            return None
+        with self._lock:
+            state = self._runs.get(run_id)
+            directories = [Path(state.run.dir).parent] if state is not None else []
+        directories = [log.parent for log in self._reader.logs(run_id)] or directories
+        if not directories:
+            return None
+        paths = " ".join(shlex.quote(str(d)) for d in dict.fromkeys(directories))
+        return f"upload it to W&B with `wandb sync {paths}`"
 
     # -- models ---------------------------------------------------------------------------------
     @staticmethod
@@ -875,6 +1012,11 @@ class WandbBackend(Backend):
 
     def update_registered_model(self, name: str, description: str) -> RegisteredModel:
         return self._registry.update_registered_model(name, description)
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        if self.offline:  # the core answers from the same local registry (offline_registry)
+            return self._registry.local_models()
+        return self._registry.list_registered_models()
 
     def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         self._registry.set_model_version_tag(name, version, key, value)

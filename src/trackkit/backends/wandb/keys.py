@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from trackkit.entities import ArtifactInfo, MetricPoint
 from trackkit.errors import InvalidInput
 from trackkit.normalize import value_text
 
@@ -152,6 +153,46 @@ def last_steps(summary: Mapping[str, Any]) -> dict[str, int]:
         if key.endswith(STEP_SUFFIX) and isinstance(value, (int, float)):
             steps[key[: -len(STEP_SUFFIX)]] = int(value)
     return steps
+
+
+def metric_points(rows: Iterable[Mapping[str, Any]], key: str) -> list[MetricPoint]:
+    """The points of metric ``key`` in W&B history rows: each row's value of ``key``, at its
+    step ``key:step`` (W&B's row number ``_step`` in a run trackkit did not log), at the row's
+    ``_timestamp`` (seconds). Rows without a number for ``key`` hold no point of it."""
+    axis = key + STEP_SUFFIX
+    points = []
+    for row in rows:
+        if key not in row or (value := number(row[key])) is None:
+            continue
+        step = row.get(axis, row.get("_step"))
+        seconds = row.get("_timestamp")
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
+            continue
+        timestamp = (
+            round(seconds * 1000)
+            if isinstance(seconds, (int, float)) and math.isfinite(seconds)
+            else 0
+        )
+        points.append(MetricPoint(step=int(step), value=value, timestamp=int(timestamp)))
+    return points
+
+
+def file_entries(files: Iterable[tuple[str, int | None]], path: str) -> list[ArtifactInfo]:
+    """The entries directly under the artifact ``path`` among a run's files (name, size)."""
+    prefix = "/".join(p for p in (FILES_PREFIX, path) if p) + "/"
+    found: dict[str, ArtifactInfo] = {}
+    for name, size in files:
+        if not name.startswith(prefix):
+            continue
+        head, below, _ = name[len(prefix) :].partition("/")
+        if not head:
+            continue
+        relative = f"{path}/{head}" if path else head
+        if below:
+            found[relative] = ArtifactInfo(path=relative, is_dir=True)
+        else:
+            found.setdefault(relative, ArtifactInfo(path=relative, is_dir=False, size=size))
+    return sorted(found.values(), key=lambda e: e.path)
 
 
 def run_status(exit_code: Any, summary: Mapping[str, Any], state: str | None = None) -> str:

@@ -1,5 +1,6 @@
 """W&B's offline records read back: each run directory's ``.wandb`` transaction log, read with
-W&B's own reader (``wandb leet inspect``), a resumed run's segments merged in start order."""
+W&B's own reader (``wandb leet inspect``), a resumed run's segments merged in start order; the
+run's stored files from its run directories."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from trackkit.backends.wandb.keys import (
     run_status,
     summary_parts,
 )
-from trackkit.entities import RunInfo
+from trackkit.entities import ArtifactInfo, RunInfo
+
+#: how many segments' history rows stay cached (the runs a copier or a plot reads in turn)
+HISTORY_CACHE = 8
 
 
 @dataclass
@@ -88,6 +92,7 @@ class RecordReader:
     def __init__(self, root: Path) -> None:
         self.wandb_dir = root / "wandb"
         self._segments: dict[Path, tuple[tuple[float, int], dict[str, Any]]] = {}
+        self._histories: dict[Path, tuple[tuple[float, int], list[dict[str, Any]]]] = {}
 
     def logs(self, run_id: str | None = None) -> list[Path]:
         """The run's ``.wandb`` files (every run's with None), oldest segment first."""
@@ -105,6 +110,31 @@ class RecordReader:
             cached = (key, json.loads(_leet(log, "--summary", "--json")))
             self._segments[log] = cached
         return cached[1]
+
+    def rows(self, log: Path) -> list[dict[str, Any]]:
+        """One segment's history rows, in the order W&B wrote them, read with W&B's reader."""
+        status = log.stat()
+        key = (status.st_mtime, status.st_size)
+        cached = self._histories.pop(log, None)
+        if cached is None or cached[0] != key:
+            rows = []
+            for line in _leet(log, "--json").splitlines():
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                history = record.get("history") if record.get("type") == "history" else None
+                item = history.get("item") if isinstance(history, dict) else None
+                if isinstance(item, dict):
+                    rows.append(item)
+            cached = (key, rows)
+        self._histories[log] = cached  # the newest read goes last: the oldest is dropped
+        while len(self._histories) > HISTORY_CACHE:
+            del self._histories[next(iter(self._histories))]
+        return cached[1]
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """Every history row of the run, oldest segment first."""
+        return [row for log in self.logs(run_id) for row in self.rows(log)]
 
     def record(self, run_id: str, logs: list[Path] | None = None) -> Record | None:
         """The run ``run_id`` merged from its segments (``logs``, found when None), or None."""
@@ -150,3 +180,22 @@ class RecordReader:
                     if item.is_file():
                         found[item.relative_to(base).as_posix()] = item
         return found
+
+    def entries(self, run_id: str, path: str) -> list[ArtifactInfo]:
+        """The stored files and directories directly under ``path`` (symlinks left out: a run
+        directory from elsewhere could point anywhere)."""
+        found: dict[str, ArtifactInfo] = {}
+        for log in self.logs(run_id):
+            base = log.parent / "files" / FILES_PREFIX
+            where = base / path if path else base
+            if where.is_symlink() or not where.is_dir():
+                continue
+            for item in where.iterdir():
+                relative = item.relative_to(base).as_posix()
+                if item.is_symlink():
+                    continue
+                if item.is_dir():
+                    found[relative] = ArtifactInfo(path=relative, is_dir=True)
+                elif item.is_file():
+                    found[relative] = ArtifactInfo(relative, False, item.stat().st_size)
+        return sorted(found.values(), key=lambda e: e.path)

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from trackkit.local_registry import LocalRegistry
 
 REGISTRY_PROJECT = "wandb-registry-model"
+#: the projects that hold W&B registries (not experiments)
+REGISTRY_PREFIX = "wandb-registry-"
 _ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -206,6 +208,35 @@ class WandbRegistry:
             aliases={a: v.version for v in versions for a in v.aliases},
             latest_version=max(v.version for v in versions),
         )
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        """The model Registry's collections, with their versions' aliases. A collection's W&B
+        tags (labels) become tags: ``key:value`` splits at its first ``:``, a plain label maps
+        to ``""``."""
+        with mapped("list the models of the W&B Registry"):
+            collections = list(self._api().artifact_collections(REGISTRY_PROJECT, MODEL_TYPE))
+        found = []
+        for item in collections:
+            name = str(item.name)
+            try:
+                versions = self.list_model_versions(name)
+            except NotFound:  # a collection without versions
+                versions = []
+            labels = [str(t) for t in (getattr(item, "tags", None) or ())]
+            found.append(
+                RegisteredModel(
+                    name=name,
+                    description=item.description or None,
+                    aliases={a: v.version for v in versions for a in v.aliases},
+                    latest_version=max((v.version for v in versions), default=None),
+                    tags=dict(label.partition(":")[::2] for label in labels),
+                )
+            )
+        return found
+
+    def local_models(self) -> list[RegisteredModel]:
+        """The registered models of the registry kept offline."""
+        return self._registry().list_registered_models()
 
     def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         """Keep the tag in the version's trackkit metadata. W&B applies a linked artifact's
