@@ -68,7 +68,8 @@ if TYPE_CHECKING:
     from trackkit.models import Signature
     from trackkit.replay import SyncResult, sync
     from trackkit.run import Run
-    from trackkit.tracker import Tracker, get_tracker
+    from trackkit.multi import get_tracker
+    from trackkit.tracker import Tracker
     from trackkit.transfer import copy_runs
 
 __version__ = "0.1.0"
@@ -126,7 +127,8 @@ _LAZY = {
     "trackkit.replay": ("sync", "SyncResult"),
     "trackkit.transfer": ("copy_runs",),  # runs and models, from any backend to any other
     "trackkit.run": ("Run",),
-    "trackkit.tracker": ("Tracker", "get_tracker"),
+    "trackkit.tracker": ("Tracker",),
+    "trackkit.multi": ("get_tracker",),  # one backend, or several at once
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

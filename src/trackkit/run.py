@@ -613,6 +613,31 @@ class Run:
         )
         return dataclasses.replace(ref, signature=checked, input_example=input_example)
 
+    # -- one backend's lane of a multi-backend run (trackkit.multi) -----------------------------
+    def check_open(self) -> None:
+        """Refuse a call on an ended run; report the writer's failures, or raise them in
+        strict mode (what every log call checks first)."""
+        with self._lock:
+            self._check_open()
+
+    def put_points(self, points: Sequence[jn.Entry]) -> None:
+        """Queue metric points (``jn.METRIC`` entries) already validated and normalized for
+        this run's backend by a multi-backend run, which called :meth:`check_open` first."""
+        with self._lock:
+            steps = self._steps
+            for _, key, _, step, _, _ in points:
+                if key is not None and step is not None and step > steps.get(key, -1):
+                    steps[key] = step
+            size = self.outbox.put_all(points)
+        if size >= self._bound:
+            self._queue_full(size)
+
+    def logged(self) -> tuple[dict[str, str], dict[str, int]]:
+        """The params logged so far (as text) and each metric's highest step (a resumed run's
+        come from the backend)."""
+        with self._lock:
+            return dict(self._params), dict(self._steps)
+
     # -- sending ----------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything logged so far and wait until the backend acknowledged it.
@@ -652,6 +677,13 @@ class Run:
         self._log_renames()
         if not self.close(status):
             return
+        self.settle(status)
+
+    def settle(self, status: str, timeout: float | None = None) -> None:
+        """The second half of :meth:`end`, once :meth:`close` queued the end: call ``on_end``,
+        wait up to ``timeout`` (default: the tracker's ``end_timeout``) for the backend, and
+        warn about what it has not acknowledged. A multi-backend run closes every backend's
+        run first, then settles each, so no backend's end waits for another's."""
         for callback in self.on_end:
             try:
                 callback(status)
@@ -659,22 +691,23 @@ class Run:
                 warnings.warn(
                     redact(f"run {self.id}: at its end, {type(e).__name__}: {e}"),
                     TrackkitWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
+        wait = self.tracker.end_timeout if timeout is None else timeout
         try:
-            delivered = self._writer.flush(self.outbox, self.tracker.end_timeout)
+            delivered = self._writer.flush(self.outbox, wait)
         finally:
             _lifecycle.forget(self)
         if not (self._writer.strict and self._writer.failure is not None):
             # a journal that failed after the last logging call is still warned about once
-            self._writer.report()
+            self._writer.report(stacklevel=4)
         if self.lost:
             warnings.warn(
                 f"run {self.id} ended {status} without {self.lost} metric points: they were "
                 "dropped while neither its journal file nor the backend could take them (the "
                 "run is tagged trackkit.lost_points; see the earlier warnings for why)",
                 TrackkitWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         refused = self.outbox.refused()
         if refused:
@@ -686,7 +719,7 @@ class Run:
                     "reported here and in the log only"
                 ),
                 TrackkitWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         if delivered:
             if self.rejected_at is not None:
@@ -695,7 +728,7 @@ class Run:
                     f"for good; they are kept in {self.rejected_at} (table `rejected`, with "
                     "the reasons), everything else was delivered",
                     TrackkitWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
             return
         if self._writer.strict and self._writer.failure is not None:
@@ -712,7 +745,7 @@ class Run:
             f"run {self.id} ended {status}, but the {redact(self._backend.describe())} backend "
             f"has not acknowledged all of it yet; {where}",
             TrackkitWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
 
     def close(self, status: str) -> bool:

@@ -119,6 +119,11 @@ def get_tracker(backend: str | None = None, **options: Any) -> Tracker:
 
     own = {k: options.pop(k) for k in TRACKER_OPTIONS if k in options}
     name = backend or os.environ.get("TRACKKIT_BACKEND") or DEFAULT_BACKEND
+    if not isinstance(name, str) or "," in name:
+        raise InvalidInput(
+            f"{name!r} names several backends: trackkit.get_tracker takes several "
+            "(trackkit.tracker.get_tracker one)"
+        )
     cls = get_plugin_manager().backend_class(name.strip())
     try:
         instance = cls(**options)
@@ -203,6 +208,11 @@ class Tracker:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    def describe(self) -> str:
+        """Where this tracker sends and how delivery goes: its backend, the runs in delivery,
+        what they have pending, and the failure being retried, if any (one line per backend)."""
+        return self.writer.describe()
 
     def _offline_registry(self) -> LocalRegistry | None:
         """The local registry while the backend's own is out of reach; else None."""

@@ -517,6 +517,33 @@ class Writer:
             self._journal_reported = True
             warnings.warn(self._journal_message(), TrackkitWarning, stacklevel=stacklevel + 1)
 
+    def describe(self) -> str:
+        """One line on this writer's lane: its backend, the runs it delivers, what they have
+        pending (queued or journaled), and the failure being retried, if any."""
+        outboxes = self._snapshot()
+        pending = 0
+        for outbox in outboxes:
+            try:
+                pending += outbox.queued() + outbox.journal.count()
+            except Exception:  # a journal that cannot be read: its state is in the failures
+                continue
+        runs = f"{len(outboxes)} run{'' if len(outboxes) == 1 else 's'}"
+        state = f"{self.backend.describe()}: {runs} in delivery, {pending} operations pending"
+        error = self.failure
+        if error is not None:
+            state += (
+                f"; failing ({type(error).__name__}: {error}), retried with backoff, kept in "
+                f"the journal ({self.failure_where})"
+            )
+        if self.journal_failure is not None:
+            state += (
+                f"; the journal {self.journal_failure_where} cannot be written "
+                f"({self._cause(self.journal_failure)}), operations kept in memory"
+            )
+        if error is None and self.journal_failure is None:
+            state += "; delivering" if pending else "; all delivered"
+        return redact(" ".join(state.split()))
+
     def _finished(self, outbox: Outbox) -> None:
         with self._lock:
             if outbox in self._outboxes:
