@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shlex
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,9 @@ from trackkit.backends.neptune.keys import (
     MAX_EXACT_STEP,
     METRICS,
     PARAMS,
+    POINT_STAMPS,
     POINTS,
+    STAMPS,
     STEPS,
     TAGS,
     KeyPaths,
@@ -57,16 +60,24 @@ from trackkit.backends.neptune.registry import NeptuneRegistry
 from trackkit.backends.neptune.view import (
     NeptuneRunData,
     RunView,
+    artifact_entries,
     atom_text,
     client_data,
     row_info,
     run_view,
 )
-from trackkit.entities import RunHandle
+from trackkit.entities import MetricPoint, RunHandle
 from trackkit.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from trackkit.entities import Metric, ModelVersion, ParamValue, RegisteredModel, RunInfo
+    from trackkit.entities import (
+        ArtifactInfo,
+        Metric,
+        ModelVersion,
+        ParamValue,
+        RegisteredModel,
+        RunInfo,
+    )
     from trackkit.search import Query
 
 MODES = ("offline", "debug", "async", "sync")
@@ -146,6 +157,10 @@ class NeptuneBackend(Backend):
         download_artifacts=True,
         native_tables=False,
         nested_runs=True,
+        metric_history=True,
+        list_artifacts=True,
+        list_experiments=True,
+        list_registered_models=True,
     )
     # Field paths: 1024 bytes; String fields: 16,384 characters (the client cuts longer ones).
     # Keys stay at 250 characters so that the longest escaped path fits in 1024 bytes.
@@ -454,9 +469,13 @@ class NeptuneBackend(Backend):
             run[field_path(METRICS, path)].extend(values, steps=steps, timestamps=stamps)
             if self.mode == "debug":
                 run[field_path(STEPS, path)].extend([float(s) for s in steps], timestamps=stamps)
+                run[field_path(STAMPS, path)].extend([t * 1000 for t in stamps], timestamps=stamps)
             state.lane_last[key] = last
         if extra:
             run[field_path(POINTS, path)].extend(extra, timestamps=extra_stamps)
+            if self.mode == "debug":
+                ms = [t * 1000 for t in extra_stamps]
+                run[field_path(POINT_STAMPS, path)].extend(ms, timestamps=extra_stamps)
 
     # -- artifacts --------------------------------------------------------------------------------
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str | None) -> None:
@@ -577,7 +596,69 @@ class NeptuneBackend(Backend):
         return str(rows[0].get_attribute_value("sys/id"))
 
     def get_run(self, run_id: str) -> RunInfo:
-        return self._view(run_id).info()
+        info = self._view(run_id).info()
+        return replace(info, url=self.run_url(run_id)) if self.mode in SERVER_MODES else info
+
+    def get_metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        return [
+            MetricPoint(step=step, value=value, timestamp=0 if stamp is None else stamp)
+            for step, value, stamp in self._view(run_id).metrics.get(key, [])
+        ]
+
+    def list_artifacts(self, run_id: str, path: str) -> list[ArtifactInfo]:
+        return artifact_entries(self._view(run_id).artifacts, path)
+
+    def list_experiments(self) -> list[str]:
+        if self.mode in SERVER_MODES:
+            with self._client.errors("list experiments"):
+                table = self._client.project_object().fetch_runs_table(
+                    columns=[F_EXPERIMENT], limit=None, progress_bar=False
+                )
+                rows = table.to_rows()
+            names = set()
+            for row in rows:
+                with contextlib.suppress(Exception):  # a run trackkit did not write has none
+                    names.add(row.get_attribute_value(F_EXPERIMENT))
+            return sorted(n for n in names if isinstance(n, str) and n)
+        if self.mode == "offline":
+            names = {run_view(d).experiment for d in self._offline_data()}
+        else:
+            names = set()
+        with self._lock:
+            names |= {s.experiment for s in self._runs.values()}
+        return sorted(n for n in names if n)
+
+    def _url(self, server_id: str) -> str | None:
+        """The page of a run on the Neptune server (its app serves the API's address)."""
+        if not self.server or not self.project:
+            return None
+        parts = urlsplit(self.server)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+        base = f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
+        return f"{base}/{self.project}/e/{server_id}"
+
+    def run_url(self, run_id: str) -> str | None:
+        if self.mode not in SERVER_MODES:
+            return None
+        return self._url(self._server_id(run_id))
+
+    def run_hint(self, run_id: str) -> str | None:
+        if self.mode == "debug":
+            return "debug mode keeps runs in this process's memory only"
+        if self.mode != "offline":
+            return None
+        project = shlex.quote(self.project) if self.project else "WORKSPACE/PROJECT"
+        target = f"--project {project} --object {shlex.quote(f'offline/{run_id}')}"
+        if self.data_dir.name != ".neptune":  # `neptune sync --path` reads only `.neptune`
+            return (
+                f"`neptune sync` reads a directory named .neptune: link {self.data_dir} as "
+                f"DIR/.neptune, then upload the run with `neptune sync --path DIR {target}`"
+            )
+        command = f"neptune sync --path {shlex.quote(str(self.data_dir.parent))} {target}"
+        return f"upload it to a Neptune server with `{command}`"
 
     def search_runs(self, query: Query) -> list[RunInfo]:
         if self.mode in SERVER_MODES:
@@ -606,7 +687,11 @@ class NeptuneBackend(Backend):
                 ascending=False,
                 progress_bar=False,
             )
-            return [row_info(row) for row in table.to_rows()]
+            rows = table.to_rows()
+            return [
+                replace(row_info(row), url=self._url(str(row.get_attribute_value("sys/id"))))
+                for row in rows
+            ]
 
     # -- registry ---------------------------------------------------------------------------------
     def offline_registry(self) -> Path | None:
@@ -651,6 +736,17 @@ class NeptuneBackend(Backend):
 
     def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         self._registry.set_version_tag(name, version, key, value)
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        if self.mode == "offline":  # the core answers from the same local registry
+            from trackkit.local_registry import LocalRegistry
+
+            local = LocalRegistry(self.registry_path)
+            try:
+                return local.list_registered_models()
+            finally:
+                local.close()
+        return self._registry.list_models()
 
     def model_objects(self, name: str) -> tuple[Any, dict[int, Any]]:
         """The client's model object of ``name`` and its version objects (debug mode reads)."""

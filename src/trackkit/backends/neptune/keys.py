@@ -23,6 +23,10 @@ TAGS = "tags"
 ARTIFACTS = "artifacts"
 POINTS = "trackkit/points"  # points the metric series cannot take, as "[step, value]" texts
 STEPS = "trackkit/steps"  # debug mode only: the steps Neptune's in-memory series forget
+#: debug mode only: the timestamps (ms) Neptune's in-memory series forget, of the metric series
+#: and of the points series
+STAMPS = "trackkit/timestamps"
+POINT_STAMPS = "trackkit/point_timestamps"
 F_RUN_ID = "trackkit/run_id"
 F_EXPERIMENT = "trackkit/experiment"
 F_STATUS = "trackkit/status"

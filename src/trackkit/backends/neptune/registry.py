@@ -256,6 +256,44 @@ class NeptuneRegistry:
             latest_version=max(numbers, default=None),
         )
 
+    def _names(self) -> list[str]:
+        """The registered models: in debug mode those of this process, else the server's."""
+        if self._debug:
+            with self._lock:
+                return sorted(self._models)
+        with self._client.errors("list models"):
+            rows = (
+                self._client.project_object()
+                .fetch_models_table(columns=["sys/name"], progress_bar=False)
+                .to_rows()
+            )
+        return sorted({str(r.get_attribute_value("sys/name")) for r in rows})
+
+    def list_models(self) -> list[RegisteredModel]:
+        """Every registered model with its description, aliases, latest version and tags (the
+        model's ``sys/tags`` labels: ``key:value`` splits at its first ``:``, a plain label
+        maps to ``""``)."""
+        found = []
+        for name in self._names():
+            model, _ = self.objects(name)
+            with self._client.errors(f"read registered model {name!r}"):
+                structure = flatten_structure(model.get_structure())
+                labels = structure["sys/tags"].fetch() if "sys/tags" in structure else ()
+                description = (
+                    structure[F_DESCRIPTION].fetch() if F_DESCRIPTION in structure else None
+                )
+            numbers = self._version_numbers(name)
+            found.append(
+                RegisteredModel(
+                    name=name,
+                    description=description or None,
+                    aliases=dict(sorted(self._aliases(name).items())),
+                    latest_version=max(numbers, default=None),
+                    tags=dict(str(label).partition(":")[::2] for label in labels),
+                )
+            )
+        return found
+
     def set_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         obj = self._version_object(name, version)
         with self._client.errors(f"tag version {version} of {name!r}"):

@@ -29,13 +29,15 @@ from trackkit.backends.neptune.keys import (
     F_STATUS,
     METRICS,
     PARAMS,
+    POINT_STAMPS,
     POINTS,
+    STAMPS,
     STEPS,
     TAGS,
     below,
     key_of,
 )
-from trackkit.entities import RunInfo
+from trackkit.entities import ArtifactInfo, RunInfo
 from trackkit.normalize import TRUNCATION_MARKER, value_text
 
 if TYPE_CHECKING:
@@ -129,6 +131,44 @@ class RunView:
         )
 
 
+def artifact_entries(artifacts: Mapping[str, FileSource], path: str) -> list[ArtifactInfo]:
+    """The entries directly under ``path`` among a run's artifacts. Neptune does not say a
+    file's size: each file listed is read (into a temporary file) and measured."""
+    prefix = f"{path}/" if path else ""
+    found: dict[str, ArtifactInfo] = {}
+    with tempfile.TemporaryDirectory(prefix="trackkit-") as tmp:
+        for i, (where, source) in enumerate(sorted(artifacts.items())):
+            if not where.startswith(prefix):
+                continue
+            head, rest, _ = where[len(prefix) :].partition("/")
+            entry = prefix + head
+            if rest:
+                found[entry] = ArtifactInfo(path=entry, is_dir=True)
+                continue
+            local = Path(tmp) / str(i)
+            source(local)
+            found[entry] = ArtifactInfo(path=entry, is_dir=False, size=local.stat().st_size)
+            local.unlink()
+    return sorted(found.values(), key=lambda e: e.path)
+
+
+def _stamps(
+    data: NeptuneRunData,
+    used: set[str],
+    root: str,
+    segments: tuple[str, ...],
+    seconds: list[float | None],
+) -> list[int | None]:
+    """A series' point timestamps in ms: from its debug-mode companion under ``root`` when it
+    has one of the same length (Neptune's in-memory series forget them), else Neptune's."""
+    path = "/".join((root, *segments))
+    companion = data.float_series.get(path)
+    if companion is not None and len(companion) == len(seconds):
+        used.add(path)
+        return [round(value) for _, value, _ in companion]
+    return [None if ts is None else round(ts * 1000) for ts in seconds]
+
+
 def _point(text: str) -> tuple[int, float] | None:
     try:
         step, value = json.loads(text)
@@ -171,23 +211,23 @@ def run_view(data: NeptuneRunData) -> RunView:
             steps = [int(value) for _, value, _ in companion]
         else:
             steps = [int(s) if s is not None else i for i, (s, _, _) in enumerate(points)]
+        stamps = _stamps(data, used, STAMPS, segments, [ts for _, _, ts in points])
         metrics[key_of(segments)] = [
-            (step, value, None if ts is None else round(ts * 1000))
-            for step, (_, value, ts) in zip(steps, points, strict=True)
+            (step, value, stamp)
+            for step, (_, value, _), stamp in zip(steps, points, stamps, strict=True)
         ]
     for path, texts in data.string_series.items():
         segments = below(path, POINTS)
         if segments is None:
             continue
         used.add(path)
-        for _, text, ts in texts:
+        stamps = _stamps(data, used, POINT_STAMPS, segments, [ts for _, _, ts in texts])
+        for (_, text, _), stamp in zip(texts, stamps, strict=True):
             found = _point(text)
             if found is None:
                 data.skipped.append(f"{path}: unreadable point {text[:80]!r}")
                 continue
-            metrics.setdefault(key_of(segments), []).append(
-                (found[0], found[1], None if ts is None else round(ts * 1000))
-            )
+            metrics.setdefault(key_of(segments), []).append((found[0], found[1], stamp))
     artifacts: dict[str, FileSource] = {}
     for path, source in data.files.items():
         if (segments := below(path, ARTIFACTS)) is not None:
