@@ -2,7 +2,7 @@
 
 Offline modes (W&B offline, Neptune offline) keep registering, aliasing and loading models
 here, with the same rules as a server registry: versions numbered from 1 per model, one
-version per alias (setting an alias moves it), descriptions. The backend also defers each
+version per alias (setting an alias moves it), descriptions and tags of models and versions. The backend also defers each
 call with :meth:`trackkit.Tracker.defer`, so ``trackkit sync`` repeats it on the real registry.
 """
 
@@ -25,9 +25,11 @@ CREATE TABLE IF NOT EXISTS aliases(
 CREATE TABLE IF NOT EXISTS models(name TEXT PRIMARY KEY, description TEXT);
 CREATE TABLE IF NOT EXISTS version_tags(
     name TEXT, version INTEGER, key TEXT, value TEXT, PRIMARY KEY (name, version, key));
+CREATE TABLE IF NOT EXISTS model_tags(
+    name TEXT, key TEXT, value TEXT, PRIMARY KEY (name, key));
 """
-# each statement is IF NOT EXISTS: a registry file written before the models and version_tags
-# tables existed opens as it is and gains them
+# each statement is IF NOT EXISTS: a registry file written before the models, version_tags
+# and model_tags tables existed opens as it is and gains them
 
 
 class LocalRegistry:
@@ -119,7 +121,8 @@ class LocalRegistry:
             return [self._row(r) for r in rows]
 
     def list_registered_models(self) -> list[RegisteredModel]:
-        """Every registered model, by name, with its description; model tags are not kept."""
+        """Every registered model, by name, with its description, aliases, latest version and
+        tags."""
         with self._lock:
             latest = self._db.execute(
                 "SELECT name, MAX(version) FROM versions GROUP BY name ORDER BY name"
@@ -130,12 +133,18 @@ class LocalRegistry:
             ):
                 aliases.setdefault(name, {})[alias] = version
             described = dict(self._db.execute("SELECT name, description FROM models").fetchall())
+            tags: dict[str, dict[str, str]] = {}
+            for name, key, value in self._db.execute(
+                "SELECT name, key, value FROM model_tags ORDER BY name, key"
+            ):
+                tags.setdefault(name, {})[key] = value
         return [
             RegisteredModel(
                 name=name,
                 description=described.get(name),
                 aliases=aliases.get(name, {}),
                 latest_version=last,
+                tags=tags.get(name, {}),
             )
             for name, last in latest
         ]
@@ -173,6 +182,18 @@ class LocalRegistry:
                 raise NotFound(f"no registered model named {name!r}")
             self._db.execute("INSERT OR REPLACE INTO models VALUES (?, ?)", (name, description))
         return next(m for m in self.list_registered_models() if m.name == name)
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        """Set the tag ``key`` of the registered model ``name`` (one with versions) to ``value``."""
+        with self._lock:
+            if (
+                self._db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone()
+                is None
+            ):
+                raise NotFound(f"no registered model named {name!r}")
+            self._db.execute(
+                "INSERT OR REPLACE INTO model_tags VALUES (?, ?, ?)", (name, key, value)
+            )
 
     def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         with self._lock:
