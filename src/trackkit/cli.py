@@ -215,10 +215,18 @@ def cmd_sync(args: argparse.Namespace, out: TextIO) -> int:
         out.write("nothing to sync\n")
     else:
         table = [
-            [r.path.name, r.kind, r.run_id or "-", r.outcome, str(r.operations), r.error or ""]
+            [
+                r.path.name,
+                r.kind,
+                r.run_id or "-",
+                r.outcome,
+                str(r.operations),
+                r.backend or "-",  # a run logged to several backends: one journal per backend
+                r.error or "",
+            ]
             for r in results
         ]
-        _table(["JOURNAL", "KIND", "RUN", "OUTCOME", "SENT", "REASON"], table, out)
+        _table(["JOURNAL", "KIND", "RUN", "OUTCOME", "SENT", "BACKEND", "REASON"], table, out)
     if any(r.outcome in ("failed", "partial") for r in results):
         return 1
     return SYNC_REFUSED if any(r.outcome == "refused" for r in results) else 0

@@ -69,6 +69,9 @@ class SyncResult:
     outcome: str
     operations: int  # operations delivered
     error: str | None = None
+    #: the backend the journal's metadata names (None when it could not be read): a run
+    #: logged to several backends at once has one journal per backend, each replayed there
+    backend: str | None = None
 
 
 class _Refused(Exception):
@@ -209,6 +212,12 @@ def _replay_deferred(journal: jn.Journal, tracker: Tracker) -> int:
     return done
 
 
+def _named(meta: Mapping[str, Any]) -> str | None:
+    """The backend a journal's (untrusted) metadata names, if it is a plain name."""
+    name = meta.get("backend")
+    return name if isinstance(name, str) and name.isidentifier() else None
+
+
 def _one_line(text: str) -> str:
     return " ".join(redact(text).split())
 
@@ -274,11 +283,13 @@ def _sync_one(
     except (jn.Refused, _Refused) as e:
         journal.close()
         outcome = "damaged" if damaged else "refused"
-        return SyncResult(path, kind, run_id, outcome, 0, _one_line("; ".join([*notes, str(e)])))
+        text = _one_line("; ".join([*notes, str(e)]))
+        return SyncResult(path, kind, run_id, outcome, 0, text, _named(meta))
     except Exception as e:
         journal.close()
         notes.append(f"{type(e).__name__}: {e}")
-        return SyncResult(path, kind, run_id, "failed", 0, _one_line("; ".join(notes)))
+        text = _one_line("; ".join(notes))
+        return SyncResult(path, kind, run_id, "failed", 0, text, _named(meta))
 
     if trusted is not None:
         logger.warning(
@@ -311,14 +322,14 @@ def _sync_one(
         else:
             journal.close()
             outcome = "partial"
-        return SyncResult(path, kind, run_id, outcome, sent, _one_line("; ".join(notes)) or None)
+        shown = _one_line("; ".join(notes)) or None
+        return SyncResult(path, kind, run_id, outcome, sent, shown, _named(meta))
     except Exception as e:
         sent = before - journal.count() - (len(journal.rejected()) - refused_before)
         journal.close()
         notes.append(f"{type(e).__name__}: {e}")
-        return SyncResult(
-            path, kind, meta.get("run_id"), "failed", sent, _one_line("; ".join(notes))
-        )
+        text = _one_line("; ".join(notes))
+        return SyncResult(path, kind, meta.get("run_id"), "failed", sent, text, _named(meta))
 
 
 def sync(

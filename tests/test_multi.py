@@ -1,0 +1,380 @@
+"""Several backends at once: choosing them, one normalization for all, what one backend cannot
+do, reads, visible state, and a backend that is down.
+
+The pair here is MLflow (a real sqlite store, read back with ``MlflowClient``) and the
+``example`` plugin of ``examples/trackkit-example`` (runs as JSON files, read back from its
+files): it has no registry, no nested runs and no search, so it shows what happens to an
+operation one backend cannot do. MLflow with W&B offline is ``test_multi_conformance.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import trackkit
+from conftest import _free_port
+from trackkit import tracker as single
+from trackkit.backend import Limits
+from trackkit.multi import MultiRun, MultiTracker, combine_limits
+from trackkit.normalize import LONG_VALUES_DIR
+from trackkit.run import Run
+from trackkit.tracker import Tracker
+
+mlflow = pytest.importorskip("mlflow")
+
+
+@pytest.fixture(autouse=True)
+def _example_plugin() -> None:
+    if "example" not in trackkit.available_backends():
+        pytest.skip("needs the trackkit-example plugin (pip install -e examples/trackkit-example)")
+
+
+class ExampleFiles:
+    """The example backend's runs, read from its own files (not through trackkit)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def run_dir(self, run_id: str) -> Path:
+        [found] = self.root.glob(f"*/{run_id}/meta.json")
+        return found.parent
+
+    def params(self, run_id: str) -> dict[str, str]:
+        return dict(json.loads((self.run_dir(run_id) / "params.json").read_text()))
+
+    def tags(self, run_id: str) -> dict[str, str]:
+        return dict(json.loads((self.run_dir(run_id) / "tags.json").read_text()))
+
+    def points(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        lines = (self.run_dir(run_id) / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+        return sorted((r["step"], r["value"]) for r in rows if r["key"] == key)
+
+    def meta(self, run_id: str) -> dict[str, Any]:
+        return dict(json.loads((self.run_dir(run_id) / "meta.json").read_text()))
+
+    def artifact(self, run_id: str, path: str) -> str:
+        return (self.run_dir(run_id) / "artifacts" / path).read_text()
+
+
+@pytest.fixture
+def pair(sqlite_uri: str, tmp_path: Path) -> Iterator[MultiTracker]:
+    tracker = trackkit.get_tracker(
+        ["mlflow", "example"],
+        mlflow={"tracking_uri": sqlite_uri},
+        example={"root": tmp_path / "ex"},
+        flush_interval=0.05,
+    )
+    assert isinstance(tracker, MultiTracker)
+    yield tracker
+    tracker.close()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> ExampleFiles:
+    return ExampleFiles(tmp_path / "ex")
+
+
+# -- choosing backends ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("backend", "options", "message"),
+    [
+        ([], {}, "the list of backends is empty"),
+        (["mlflow", "mlflow"], {}, "'mlflow' is named twice"),
+        ("mlflow,", {}, "non-empty strings, got ''"),
+        (["mlflow", 3], {}, "non-empty strings, got 3"),
+        (
+            ["mlflow", "example"],
+            {"tracking_uri": "sqlite:///x.db"},
+            "option 'tracking_uri' is an option of the mlflow backend: with several backends, "
+            "pass each backend's options under its name, e.g. get_tracker(['mlflow', "
+            "'example'], mlflow={'tracking_uri': ...})",
+        ),
+        (["mlflow", "example"], {"bogus": 1}, "option 'bogus' is not trackkit's own"),
+        (
+            ["mlflow", "example"],
+            {"mlflow": {"strict": True}},
+            "'strict' is one of trackkit's own options, shared by every backend (not a mlflow "
+            "option): pass it at the top level",
+        ),
+        (["mlflow", "example"], {"mlflow": "x"}, "the options of the mlflow backend must be a mapping"),
+        (["mlflow", "example"], {"wandb": {}}, "options are given for the wandb backend, which is not among the chosen"),
+    ],
+)  # fmt: skip
+def test_bad_choices_are_refused_before_any_backend_is_made(
+    backend: Any, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(trackkit.InvalidInput) as refused:
+        trackkit.get_tracker(backend, **options)
+    assert message in str(refused.value)
+
+
+def test_an_unknown_name_in_the_list_is_named() -> None:
+    with pytest.raises(trackkit.UnknownBackendError, match="'mlfow'; did you mean 'mlflow'"):
+        trackkit.get_tracker(["example", "mlfow"])
+    with pytest.raises(trackkit.InvalidInput, match="names several backends"):
+        single.get_tracker("mlflow,example")  # the one-backend factory says where to go
+
+
+def test_the_environment_variable_lists_backends(
+    monkeypatch: pytest.MonkeyPatch, sqlite_uri: str
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)  # each SDK's own variables apply
+    monkeypatch.setenv("TRACKKIT_BACKEND", " mlflow , example ")
+    tracker = trackkit.get_tracker(end_timeout=5)
+    try:
+        assert isinstance(tracker, MultiTracker) and tracker.backend_names == ["mlflow", "example"]
+        assert tracker.backend.name == "mlflow"  # the primary
+        assert all(lane.end_timeout == 5 for lane in tracker.lanes.values())  # shared options
+        assert "sqlite" in repr(tracker) and "example (" in repr(tracker)
+    finally:
+        tracker.close()
+    monkeypatch.setenv("TRACKKIT_BACKEND", "mlflow")
+    alone = trackkit.get_tracker()
+    assert type(alone) is Tracker  # one backend: the single-backend Tracker, as before
+    alone.close()
+    one = trackkit.get_tracker(["mlflow"], mlflow={"tracking_uri": sqlite_uri})
+    assert type(one) is Tracker and one.backend.describe().endswith(".db)")
+    one.close()
+
+
+def test_limits_combine_to_the_strictest() -> None:
+    combined = combine_limits(
+        [
+            Limits(key_length=250, param_value_length=6000, key_invalid_chars=r"[^/\w.\- ]"),
+            Limits(param_value_length=None, tag_value_length=500, key_invalid_chars="[:]"),
+            Limits(batch_metrics=10, max_step=2**31 - 1, max_timestamp=2**40),
+        ]
+    )
+    assert (combined.key_length, combined.param_value_length, combined.tag_value_length) == (
+        250,
+        6000,
+        500,
+    )
+    assert (combined.batch_metrics, combined.batch_params_tags, combined.batch_total) == (
+        10,
+        100,
+        1000,
+    )
+    assert (combined.max_step, combined.max_timestamp) == (2**31 - 1, 2**40)
+    assert combined.key_invalid_chars is not None
+    from trackkit.normalize import KeyRules
+
+    assert KeyRules(combined).check("acc@top:5", "metric") == "acc_top_5"  # both forbid
+    assert combine_limits([Limits(), Limits()]) == Limits()
+
+
+# -- writing --------------------------------------------------------------------------------------
+def test_one_normalization_for_every_backend(pair: MultiTracker, files: ExampleFiles) -> None:
+    """MLflow's limits are the stricter: both backends store MLflow's names and truncations."""
+    config = {"prompt": "x" * 7000, "model": {"alpha": 0.5}}
+    renamed = pytest.warns(trackkit.TrackkitWarning, match="renamed_keys")
+    with renamed, pair.start_run(experiment="norm", tags={"team:a": "ml"}) as run:
+        run.log_params(config)
+        for i in range(3):
+            run.log_metric("acc@top5", i / 10)
+        run.log_metrics({"loss": 0.5, "nested": {"v": math.inf}}, step=7)
+    assert config["prompt"] == "x" * 7000 and config["model"] == {"alpha": 0.5}  # untouched
+    assert isinstance(run, MultiRun) and isinstance(run, Run)
+    client = mlflow.MlflowClient(tracking_uri=pair.lanes["mlflow"].backend.tracking_uri)  # type: ignore[attr-defined]
+    ids = run.ids
+    assert ids["mlflow"] == run.id and set(ids) == {"mlflow", "example"}
+    stored = client.get_run(ids["mlflow"]).data
+    assert stored.params == files.params(ids["example"])  # the same keys and values
+    assert (
+        len(stored.params["prompt"]) <= 6000 and "truncated by trackkit" in stored.params["prompt"]
+    )
+    assert stored.params["model.alpha"] == "0.5"
+    assert stored.tags["team_a"] == "ml" and files.tags(ids["example"])["team_a"] == "ml"
+    steps = [(m.step, m.value) for m in client.get_metric_history(ids["mlflow"], "acc_top5")]
+    assert (
+        sorted(steps) == files.points(ids["example"], "acc_top5") == [(0, 0.0), (1, 0.1), (2, 0.2)]
+    )
+    assert files.points(ids["example"], "nested.v") == [(7, math.inf)]
+    # the whole value and the renames, as artifacts on both
+    whole = f"{LONG_VALUES_DIR}/params/prompt.txt"
+    assert files.artifact(ids["example"], whole) == "x" * 7000
+    local = client.download_artifacts(ids["mlflow"], whole, str(pair.journal_dir.parent))
+    assert Path(local).read_text() == "x" * 7000
+    renames = json.loads(files.artifact(ids["example"], "trackkit/renamed_keys.json"))
+    assert renames == {"metric": {"acc@top5": "acc_top5"}, "tag": {"team:a": "team_a"}}
+    assert (
+        client.get_run(ids["mlflow"]).info.status
+        == files.meta(ids["example"])["status"]
+        == "FINISHED"
+    )
+    assert (
+        files.meta(ids["example"])["name"]
+        == run.name
+        == client.get_run(ids["mlflow"]).info.run_name
+    )
+
+
+def test_params_stay_immutable_and_resume_continues_on_every_backend(
+    pair: MultiTracker, files: ExampleFiles
+) -> None:
+    with pair.start_run(experiment="resume") as first:
+        first.log_param("lr", 0.1)
+        first.log_metric("loss", 1.0)
+        with pytest.raises(trackkit.InvalidInput, match="params cannot change"):
+            first.log_param("lr", 0.2)
+    with pair.start_run(run_id=first.ids["example"]) as again:  # any backend's id will do
+        again.log_param("lr", 0.1)
+        with pytest.raises(trackkit.InvalidInput, match="params cannot change"):
+            again.log_param("lr", 0.3)
+        again.log_metric("loss", 0.5)
+    assert again.ids == first.ids
+    assert files.points(first.ids["example"], "loss") == [(0, 1.0), (1, 0.5)]
+    client = mlflow.MlflowClient(tracking_uri=pair.lanes["mlflow"].backend.tracking_uri)  # type: ignore[attr-defined]
+    assert sorted(m.step for m in client.get_metric_history(first.id, "loss")) == [0, 1]
+    with pytest.raises(trackkit.InvalidInput, match="pass them, start_run\\(run_id=\\{'mlflow'"):
+        pair.start_run(run_id="not-a-run-of-this-tracker")
+
+
+def test_what_one_backend_cannot_do_is_done_on_the_others_and_reported_once(
+    pair: MultiTracker, files: ExampleFiles
+) -> None:
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    model = sklearn.LinearRegression().fit([[0.0], [1.0], [2.0]], [0.0, 2.0, 4.0])
+    with pair.start_run(experiment="models") as parent:
+        ref = parent.log_model(model)  # both store models
+        with pytest.warns(trackkit.TrackkitWarning, match="not done on the example backend") as w:
+            child = pair.start_run(parent=parent, name="child")
+        assert "it has no nested runs" in str(w[0].message)
+        child.end()
+    assert ref.backend == "mlflow" and ref.run_id == parent.id
+    assert pair.get_run(child.id).parent_id == parent.id  # MLflow nests it
+    assert files.meta(child.ids["example"])["name"] == "child"  # the example run exists too
+    assert pair.load_model(ref).predict([[3.0]])[0] == pytest.approx(6.0)
+    files_ref = f"runs:/{parent.ids['example']}/model"
+    assert pair.load_model(files_ref, backend="example").predict([[3.0]])[0] == pytest.approx(6.0)
+
+    with pytest.warns(trackkit.TrackkitWarning) as warned:
+        version = pair.register_model(ref, "ride")
+        pair.set_model_alias("ride", "production", version.version)
+        pair.register_model(ref, "ride")  # the same operation again: no second warning
+    messages = [str(x.message) for x in warned]
+    assert len(messages) == 2, messages
+    assert all("not done on the example backend" in m for m in messages)
+    assert "register_model: not done" in messages[0] and "does not support" in messages[0]
+    assert "set_model_alias: not done" in messages[1]
+    client = mlflow.MlflowClient(tracking_uri=pair.lanes["mlflow"].backend.tracking_uri)  # type: ignore[attr-defined]
+    assert {k: int(v) for k, v in client.get_registered_model("ride").aliases.items()} == {
+        "production": 1
+    }
+    assert pair.get_model_version("ride", alias="production").version == 1
+
+
+def test_strict_mode_raises_before_doing_anything(sqlite_uri: str, tmp_path: Path) -> None:
+    tracker = trackkit.get_tracker(
+        ["mlflow", "example"],
+        mlflow={"tracking_uri": sqlite_uri},
+        example={"root": tmp_path / "ex"},
+        strict=True,
+    )
+    try:
+        with tracker.start_run(experiment="strict") as run:
+            run.log_text("kept", "notes.txt")
+            with pytest.raises(
+                trackkit.UnsupportedOperation, match="example backend does not support"
+            ):
+                tracker.start_run(parent=run)
+            with pytest.raises(
+                trackkit.UnsupportedOperation,
+                match="example backend does not support register_model",
+            ):
+                tracker.register_model(f"runs:/{run.id}/notes.txt", "strict-model")
+        client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
+        assert client.search_registered_models() == []  # nothing registered anywhere
+        assert len(client.search_runs([client.get_experiment_by_name("strict").experiment_id])) == 1
+    finally:
+        tracker.close()
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def test_reads_go_to_the_primary_or_the_backend_named(pair: MultiTracker, tmp_path: Path) -> None:
+    with pair.start_run(experiment="reads", name="r") as run:
+        run.log_metric("loss", 0.5)
+        run.log_text("hello", "notes/x.txt")
+    [found] = pair.search_runs("reads")
+    assert found.id == run.id and found.metrics == {"loss": 0.5}  # MLflow's
+    assert pair.get_run(run.ids["example"]).id == run.id  # any backend's id names the run
+    with pytest.raises(trackkit.UnsupportedOperation, match="the example backend does not support"):
+        pair.search_runs("reads", backend="example")
+    got = pair.download_artifacts(run.id, "notes/x.txt", tmp_path / "dl", backend="example")
+    assert got.read_text() == "hello"
+    assert pair.get_metric_history(run.id, "loss")[0].value == 0.5
+    with pytest.raises(trackkit.InvalidInput, match="one of this tracker's backends"):
+        pair.get_run(run.id, backend="wandb")
+
+
+# -- visible state and a backend that is down ------------------------------------------------------
+def test_a_dead_backend_costs_the_other_nothing_and_describe_shows_each_lane(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    files: ExampleFiles,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    dead = f"http://127.0.0.1:{_free_port()}"
+    tracker = trackkit.get_tracker(
+        ["mlflow", "example"],
+        mlflow={"tracking_uri": dead},
+        example={"root": tmp_path / "ex"},
+        flush_interval=0.05,
+        end_timeout=2,
+    )
+    try:
+        with pytest.warns(trackkit.TrackkitWarning) as warned:
+            run = tracker.start_run(experiment="outage")
+            for i in range(2000):
+                run.log_metric("loss", float(i))
+            assert run.runs["example"].flush(timeout=60)  # the example lane delivers alone
+            assert not run.runs["mlflow"].flush(timeout=60)  # a failed attempt to send
+            shown = tracker.describe().splitlines()
+            run.end()
+        assert run.id.startswith("local-")  # MLflow's run exists only locally
+        assert shown[0].startswith(f"mlflow ({dead}): 1 run in delivery, ")
+        assert "failing (" in shown[0] and shown[0].endswith("(primary)")
+        assert shown[1].endswith("0 operations pending; all delivered"), shown[1]
+        assert any("the mlflow" in str(w.message) and "failed" in str(w.message) for w in warned)
+        assert any("not acknowledged all of it yet" in str(w.message) for w in warned)
+        example_id = run.ids["example"]
+        assert files.points(example_id, "loss") == [(i, float(i)) for i in range(2000)]
+        assert files.meta(example_id)["status"] == "FINISHED"
+        assert run.runs["mlflow"].journal.path.exists()  # kept for `trackkit sync`
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tracker.close()
+    # sync shows each lane's journal with its backend: only MLflow's is left, still failing
+    [result] = trackkit.sync(tracking_uri=dead, backend="mlflow")
+    assert (result.backend, result.outcome) == ("mlflow", "failed")
+    assert trackkit.sync(backend="example") == []
+    from trackkit.cli import main
+
+    capsys.readouterr()
+    assert main(["sync", "--backend", "mlflow", "-o", f"tracking_uri={dead}"]) == 1
+    header, line = capsys.readouterr().out.splitlines()
+    assert header.split()[:6] == ["JOURNAL", "KIND", "RUN", "OUTCOME", "SENT", "BACKEND"]
+    assert line.split()[3:6] == ["failed", "0", "mlflow"] and "127.0.0.1" in line
+
+
+def test_every_public_call_is_routed_or_fanned_out() -> None:
+    """A MultiTracker and a MultiRun have no outbox or writer of their own: each public
+    method of Tracker and Run is theirs, or one built only on methods that are."""
+    inherited_run = {"ended", "log_param", "set_tag", "log_text", "log_dict", "log_figure"}
+    for base, multi, inherited in (
+        (Tracker, MultiTracker, {"backend_name"}),
+        (Run, MultiRun, inherited_run),
+    ):
+        public = {n for n in vars(base) if not n.startswith("_")}
+        missing = sorted(public - set(vars(multi)) - inherited)
+        assert missing == [], f"{multi.__name__} inherits {missing} from {base.__name__}"
