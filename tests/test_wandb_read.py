@@ -221,6 +221,26 @@ def test_an_offline_run_names_the_wandb_sync_command_that_uploads_it(
     assert "Would sync 2 run(s)" in done.stdout + done.stderr
 
 
+def test_list_models_offline_are_the_model_artifacts_w_and_b_recorded(
+    offline: trackkit.Tracker, reader: WandbReader
+) -> None:
+    with offline.start_run(experiment="models") as run:
+        first = run.log_model({"weights": [1, 2]}, "model")
+        second = run.log_model({"weights": [3]}, "nested/other")
+        run.log_text("not a model", "notes.txt")
+    listed = offline.backend.list_models(run.id)
+    assert [(m.name, m.uri, m.flavor) for m in listed] == sorted(
+        (r.name, r.uri, r.flavor) for r in (first, second)
+    )
+    recorded = [a for a in reader.artifacts(run.id) if a["type"] == "model"]
+    assert sorted(a["name"] for a in recorded) == sorted(
+        m.uri.rsplit("/", 1)[1].split(":")[0] for m in listed
+    )
+    assert offline.load_model(listed[0].uri) == {"weights": [1, 2]}
+    with pytest.raises(NotFound):
+        offline.backend.list_models("no-such-run")
+
+
 # -- online, against the fake wandb.Api ---------------------------------------------------------
 def test_history_online_scans_w_and_b_history_with_each_key_s_own_step(
     online: trackkit.Tracker, fake: FakeWandbApi

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -887,6 +888,47 @@ class WandbBackend(Backend):
             return None
         paths = " ".join(shlex.quote(str(d)) for d in dict.fromkeys(directories))
         return f"upload it to W&B with `wandb sync {paths}`"
+
+    def list_models(self, run_id: str) -> list[ModelRef]:
+        """The models ``log_model`` stored in the run: its W&B model artifacts (offline, the
+        artifact records of its transaction logs; online, the run's logged artifacts)."""
+        found: dict[str, ModelRef] = {}
+        if self.offline or self._reader.logs(run_id):
+            self._known_offline(run_id)
+            for record in self._reader.artifacts(run_id):
+                with contextlib.suppress(ValueError, TypeError):
+                    metadata = json.loads(record.get("metadata") or "{}")
+                    ref = self._model_ref(
+                        run_id, metadata, str(record.get("project")), str(record.get("name"))
+                    )
+                    if ref is not None and record.get("type") == MODEL_TYPE:
+                        found[ref.uri] = ref
+            return sorted(found.values(), key=lambda r: (r.name, r.uri))
+        with mapped(f"run {run_id}"):
+            run = self._api().run(self._run_path(run_id))
+            for artifact in run.logged_artifacts():
+                if artifact.type == MODEL_TYPE:
+                    name = str(artifact.name).split(":")[0]
+                    ref = self._model_ref(run_id, artifact.metadata, artifact.project, name)
+                    if ref is not None:
+                        found[ref.uri] = ref
+        return sorted(found.values(), key=lambda r: (r.name, r.uri))
+
+    def _model_ref(
+        self, run_id: str, metadata: Any, project: str, artifact: str
+    ) -> ModelRef | None:
+        """The ModelRef of a model artifact trackkit logged (its metadata names it), else None."""
+        own = metadata.get("trackkit") if isinstance(metadata, Mapping) else None
+        if not isinstance(own, Mapping) or not own.get("ref") or not own.get("name"):
+            return None
+        prefix = f"{self.entity}/" if self.entity else ""
+        return ModelRef(
+            run_id=run_id,
+            name=str(own["name"]),
+            uri=f"{URI_PREFIX}{prefix}{project}/{artifact}:{own['ref']}",
+            flavor=str(own.get("flavor") or ""),
+            backend=self.name,
+        )
 
     # -- models ---------------------------------------------------------------------------------
     @staticmethod

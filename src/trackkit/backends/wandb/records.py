@@ -93,6 +93,7 @@ class RecordReader:
         self.wandb_dir = root / "wandb"
         self._segments: dict[Path, tuple[tuple[float, int], dict[str, Any]]] = {}
         self._histories: dict[Path, tuple[tuple[float, int], list[dict[str, Any]]]] = {}
+        self._artifacts: dict[Path, tuple[tuple[float, int], list[dict[str, Any]]]] = {}
 
     def logs(self, run_id: str | None = None) -> list[Path]:
         """The run's ``.wandb`` files (every run's with None), oldest segment first."""
@@ -131,6 +132,25 @@ class RecordReader:
         while len(self._histories) > HISTORY_CACHE:
             del self._histories[next(iter(self._histories))]
         return cached[1]
+
+    def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        """The artifact records of the run (type, name, project, aliases, metadata), oldest
+        segment first, read with W&B's reader."""
+        found = []
+        for log in self.logs(run_id):
+            status = log.stat()
+            key = (status.st_mtime, status.st_size)
+            cached = self._artifacts.get(log)
+            if cached is None or cached[0] != key:
+                records = []
+                for line in _leet(log, "--json").splitlines():
+                    record = json.loads(line) if line.strip() else {}
+                    artifact = record.get("artifact") if record.get("type") == "artifact" else None
+                    if isinstance(artifact, dict):
+                        records.append({k: v for k, v in artifact.items() if k != "manifest"})
+                cached = self._artifacts[log] = (key, records)
+            found += cached[1]
+        return found
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
         """Every history row of the run, oldest segment first."""
