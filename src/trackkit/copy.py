@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trackkit import normalize
+from trackkit.backend import call
+from trackkit.entities import Metric
 from trackkit.errors import InvalidInput, NotFound, TrackkitError
 
 if TYPE_CHECKING:
@@ -207,8 +210,6 @@ class Destination:
         """Remember the destination's copy of each of the source run's models; their count."""
         if not source.models or not self.tracker.backend.capabilities.models:
             return 0
-        from trackkit.backend import call
-
         backend = self.tracker.backend
         there = {
             r.name: r
@@ -407,9 +408,34 @@ class Destination:
         have: dict[str, Counter[tuple[int, int]]],
         notes: list[str],
     ) -> None:
-        """Log every point (skipping those an unfinished copy holds already)."""
-        rules = normalize.KeyRules(self.tracker.backend.limits)
-        pending = 0
+        """Log every point (skipping those an unfinished copy holds already).
+
+        Points go to the backend's ``log_batch`` directly, in batches of its limits, from
+        this thread: a copy can always be done again, so they need no journal (a failure
+        fails the run, and copying again finishes it). A run the backend has not created
+        yet takes them through the Run instead.
+        """
+        backend = self.tracker.backend
+        limits = backend.limits
+        rules = normalize.KeyRules(limits)
+        direct = run.outbox.run_id is not None
+        if direct:
+            run.flush()  # the run's own queue is sent first: one sender at a time
+        size = max(1, min(limits.batch_metrics or 1000, limits.batch_total or 1000))
+        batch: list[Metric] = []
+
+        def send() -> None:
+            if batch:
+                points = list(batch)
+                call(
+                    backend,
+                    f"log {len(points)} metric points to run {run.id}",
+                    lambda: backend.log_batch(run.id, [], points, []),
+                )
+                self.on_points(len(points))
+                batch.clear()
+
+        now = int(time.time() * 1000)
         for key, points in list(metrics.items()):
             try:
                 stored = rules.check(key, "metric")
@@ -417,17 +443,28 @@ class Destination:
                 notes.append(f"metric {key!r} not copied: {e}")
                 del metrics[key]
                 continue
+            if stored != key:
+                notes.append(f"metric {key!r} is stored as {stored!r}")
             there = have.get(stored, Counter())
             for step, value, stamp in points:
                 if stamp is not None and there[(step, stamp)] > 0:
                     there[(step, stamp)] -= 1
-                else:
+                    self.on_points(1)
+                    continue
+                if not direct:
                     run.log_metric(key, value, step=step, timestamp=stamp)
-                pending += 1
-                if pending >= 1000:
-                    self.on_points(pending)
-                    pending = 0
-        self.on_points(pending)
+                    self.on_points(1)
+                    continue
+                at = now if stamp is None else stamp
+                if not 0 <= step <= limits.max_step:
+                    step = normalize.step_value(key, step, limits.max_step)
+                if limits.max_timestamp is not None and not 0 <= at <= limits.max_timestamp:
+                    at = normalize.timestamp_ms(key, at, limits.max_timestamp)
+                number = value if type(value) is float else normalize.metric_value(key, value)
+                batch.append(Metric(stored, number, step, at))
+                if len(batch) >= size:
+                    send()
+        send()
 
     @staticmethod
     def _files(run: Run, files: dict[str, FileSource]) -> None:

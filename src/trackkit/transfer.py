@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackkit.copy import SOURCE_VERSION, CopyResult, Destination
+from trackkit.copy import SOURCE_VERSION, CopyResult, Destination, SourceRun
 from trackkit.errors import InvalidInput, NotFound, TrackkitError
 
 if TYPE_CHECKING:
-    from trackkit.entities import ModelVersion, RegisteredModel
+    from trackkit.entities import ModelVersion, RegisteredModel, RunInfo
     from trackkit.tracker import Tracker
 
 
@@ -169,19 +170,29 @@ def copy_runs(
         )
     infos = reading.run_infos(source, experiments, run_ids)
     report = CopyReport(dry_run=dry_run)
-    with _Progress(progress) as bar:
+
+    def read(info: RunInfo) -> SourceRun | TrackkitError:
+        try:
+            return reading.source_run(source, info)
+        except TrackkitError as e:
+            return e
+
+    with _Progress(progress) as bar, ThreadPoolExecutor(1, "trackkit-copy-read") as pool:
         writer = Destination(destination, into, dry_run=dry_run, on_points=bar.points_done)
         bar.total_runs(len(infos))
-        for info in infos:
-            try:
-                record = reading.source_run(source, info)
-            except TrackkitError as e:
+        # the next run is read while this one is written (and its points are sent)
+        ahead = pool.submit(read, infos[0]) if infos else None
+        for k, info in enumerate(infos):
+            assert ahead is not None
+            record = ahead.result()
+            ahead = pool.submit(read, infos[k + 1]) if k + 1 < len(infos) else None
+            if isinstance(record, TrackkitError):
                 report.runs.append(
                     CopyResult(
                         source_id=info.id, run_id=None, name=info.name,
                         experiment=into or info.experiment, status="FAILED", params=0,
                         metric_points=0, tags=0, files=0,
-                        error=f"reading the run failed: {type(e).__name__}: {e}",
+                        error=f"reading the run failed: {type(record).__name__}: {record}",
                         outcome="failed", source_backend=source.backend.name,
                     )
                 )  # fmt: skip
