@@ -419,5 +419,64 @@ def test_the_round_trip_mlflow_wandb_mlflow_keeps_everything(
     wandb.close()
 
 
+# -- Neptune offline ----------------------------------------------------------------------------
+def test_neptune_offline_to_mlflow_through_the_read_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("neptune")
+    from mlflow.tracking import MlflowClient
+
+    for var in ("NEPTUNE_PROJECT", "NEPTUNE_API_TOKEN", "NEPTUNE_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    data_dir = tmp_path / ".neptune"
+    payload = bytes(range(256)) * 10
+    (tmp_path / "blob.bin").write_bytes(payload)
+    neptune = trackkit.get_tracker("neptune", mode="offline", data_dir=data_dir)
+    parent = neptune.start_run(experiment="ride", name="search")
+    with parent, neptune.start_run(name="trial", parent=parent, tags={"developer": "ana"}) as run:
+        run.log_params({"alpha": 0.1, "model": "lasso"})
+        for i in range(1200):
+            run.log_metric("loss", 1.0 / (i + 1), step=3 * i, timestamp=T0 + i)
+        run.log_artifact(tmp_path / "blob.bin", "data")
+        ref = run.log_model(_model(), "model")
+    version = neptune.register_model(ref, "ride-model", description="from neptune")
+    neptune.set_model_alias("ride-model", "champion", version.version)
+    neptune.close()
+
+    copy_uri = _store(tmp_path, "copy.db")
+    argv = ["copy", "--from", "neptune", "-o", "mode=offline", "-o", f"data_dir={data_dir}"]
+    argv += ["--to", "mlflow", "-o", f"tracking_uri={copy_uri}", "--models", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in out["runs"]}
+    assert {r["outcome"] for r in rows.values()} == {"copied"}
+    assert [(m["name"], m["created"], m["aliases"]) for m in out["models"]] == [
+        ("ride-model", [1], ["champion"])
+    ]
+    client = MlflowClient(tracking_uri=copy_uri)
+    trial = client.get_run(rows["trial"]["run_id"])
+    assert trial.info.status == "FINISHED" and trial.info.run_name == "trial"
+    assert trial.data.params == {"alpha": "0.1", "model": "lasso"}
+    assert trial.data.tags["developer"] == "ana"
+    assert trial.data.tags["trackkit.source.run_id"] == run.id
+    assert trial.data.tags["mlflow.parentRunId"] == rows["search"]["run_id"]
+    assert _history(client, trial.info.run_id, "loss") == [
+        (3 * i, 1.0 / (i + 1), T0 + i) for i in range(1200)
+    ]
+    assert _files(client, trial.info.run_id) == {"data/blob.bin": payload}
+    [logged] = client.search_logged_models(
+        experiment_ids=[trial.info.experiment_id],
+        filter_string=f"source_run_id = '{trial.info.run_id}'",
+    )
+    assert _load(client, logged.model_id).predict([[4.0]]).tolist() == pytest.approx([9.0])
+    champion = client.get_model_version_by_alias("ride-model", "champion")
+    assert (champion.run_id, champion.description) == (trial.info.run_id, "from neptune")
+
+    assert main(argv) == 0  # again: nothing new
+    again = json.loads(capsys.readouterr().out)
+    assert {r["outcome"] for r in again["runs"]} == {"skipped"}
+    assert len(client.search_model_versions("name = 'ride-model'")) == 1
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
