@@ -1,6 +1,6 @@
 """Logging on W&B offline: trackkit against W&B's own ``run.log``, side by side in one process.
 
-Run:  python benchmarks/bench_wandb.py [--steps N] [--rounds K] [--shapes one,ten]
+Run:  python benchmarks/bench_wandb.py [--steps N] [--rounds K] [--shapes one,ten] [--sides ...]
 
 Two shapes of training loop, each logging ``--steps`` steps on a fresh W&B offline run:
 
@@ -9,14 +9,14 @@ Two shapes of training loop, each logging ``--steps`` steps on a fresh W&B offli
 
 Each side is timed from its first log call until its run has ended and everything is written:
 native until ``run.finish()`` returned, trackkit until ``run.end()`` returned (it returns once
-the backend finished the W&B run, so every point is in W&B's transaction log). A third side,
-``run.log`` of trackkit's own row shape (each key with its ``<key>:step`` x-axis, see
-docs/wandb.md), shows what W&B itself charges for the rows trackkit writes. Rounds alternate
-the order (native first, then trackkit first), as ``bench_logging.py`` does; the table shows
-medians, the ratio of the medians and every round's ratio, and the CPU time this process and
-wandb-core spent (steadier than the wall clock on a shared machine). After each trackkit round,
-W&B's own reader (``wandb leet inspect``) checks every point is there and each step is one
-history row.
+the backend finished the W&B run, so every point is in W&B's transaction log). trackkit runs
+twice: on its fast row path (the default) and with every row through ``run.log``
+(``TRACKKIT_WANDB_FAST_ROWS=0``), see docs/wandb.md, "Cost". Rounds alternate the order
+(native first, then native last), as ``bench_logging.py`` does; the table shows medians, the
+ratio of the medians and every round's ratio, and the CPU time this process and wandb-core
+spent (steadier than the wall clock on a shared machine). After each trackkit round, W&B's own
+reader (``wandb leet inspect``) checks every point is there at its step, that each step is one
+history row at W&B's own step, and that no row carries a step or time field of its own.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ FAST: dict[str, Any] = {
     "save_code": False,
 }
 SHAPES = {"one": ["loss"], "ten": [f"metric_{i}" for i in range(10)]}
-SIDES = ("native", "native, trackkit's rows", "trackkit")
+SIDES = ("native", "trackkit", "trackkit via run.log")
 GROUP = 100  # log calls timed together (bench_logging.per_call)
 
 
@@ -94,25 +94,11 @@ def history(log: Path) -> list[dict[str, Any]]:
     return [r["history"]["item"] for r in records if r["type"] == "history"]
 
 
-def native(tmp: str, keys: list[str], steps: int, x_axis: bool) -> Sample:
+def native(tmp: str, keys: list[str], steps: int) -> Sample:
     import wandb
 
     run = wandb.init(project="bench", mode="offline", dir=tmp, reinit="create_new", settings=FAST)
-    if not x_axis:
-        return _timed(lambda i: run.log({k: 1.0 / (i + 1) for k in keys}), run.finish, steps)
-    for key in keys:
-        run.define_metric(f"{key}:step", hidden=True)
-        run.define_metric(key, step_metric=f"{key}:step", step_sync=False)
-    axes = [(key, f"{key}:step") for key in keys]
-
-    def log(i: int) -> None:
-        row: dict[str, Any] = {"_timestamp": time.time()}
-        for key, axis in axes:
-            row[key] = 1.0 / (i + 1)
-            row[axis] = i
-        run.log(row)
-
-    return _timed(log, run.finish, steps)
+    return _timed(lambda i: run.log({k: 1.0 / (i + 1) for k in keys}), run.finish, steps)
 
 
 def trackkit_side(tracker: Any, tmp: str, keys: list[str], steps: int) -> Sample:
@@ -125,9 +111,11 @@ def trackkit_side(tracker: Any, tmp: str, keys: list[str], steps: int) -> Sample
     [log] = Path(tmp, "wandb").glob(f"offline-run-*/run-{run.id}.wandb")
     rows = history(log)
     for key in keys:
-        kept = [row[f"{key}:step"] for row in rows if key in row]
+        kept = [row.get(f"{key}:step", row["_step"]) for row in rows if key in row]
         assert kept == list(range(steps)), f"{key}: {len(kept)} of {steps} points in W&B"
-    assert len(rows) == steps, f"{len(rows)} history rows for {steps} steps"
+    assert [row["_step"] for row in rows] == list(range(steps)), "not one row per step"
+    own = {k for row in rows for k in row if k.endswith((":step", ":timestamp"))}
+    assert not own, f"rows carry {sorted(own)}"
     return sample
 
 
@@ -136,7 +124,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="steps a run logs")
     parser.add_argument("--rounds", type=int, default=8, help="rounds (order alternates)")
     parser.add_argument("--shapes", default="one,ten", help="one, ten or both (one,ten)")
+    parser.add_argument("--sides", default=",".join(SIDES), help="sides to run, native first")
     args = parser.parse_args()
+    chosen = tuple(args.sides.split(","))
+    if chosen[0] != SIDES[0] or not set(chosen) <= set(SIDES):
+        parser.error(f"--sides: native first, then any of {SIDES[1:]}")
     if args.steps % GROUP:
         parser.error(f"--steps must be a multiple of {GROUP}")
     os.environ["WANDB_SILENT"] = "true"
@@ -149,23 +141,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-wandb-") as tmp:
         tracker = trackkit.get_tracker("wandb", mode="offline", dir=tmp, settings=FAST)
         fast_rows = tracker.backend.fast_rows  # on unless TRACKKIT_WANDB_FAST_ROWS=0
+        os.environ["TRACKKIT_WANDB_FAST_ROWS"] = "0"  # read when a tracker is created
+        slow = trackkit.get_tracker("wandb", mode="offline", dir=tmp, settings=FAST)
+        del os.environ["TRACKKIT_WANDB_FAST_ROWS"]
+        assert not slow.backend.fast_rows
         sides: dict[str, Callable[[list[str], int], Sample]] = {
-            SIDES[0]: lambda keys, steps: native(tmp, keys, steps, x_axis=False),
-            SIDES[1]: lambda keys, steps: native(tmp, keys, steps, x_axis=True),
-            SIDES[2]: lambda keys, steps: trackkit_side(tracker, tmp, keys, steps),
+            SIDES[0]: lambda keys, steps: native(tmp, keys, steps),
+            SIDES[1]: lambda keys, steps: trackkit_side(tracker, tmp, keys, steps),
+            SIDES[2]: lambda keys, steps: trackkit_side(slow, tmp, keys, steps),
         }
-        for side in sides.values():  # warm up: W&B imports more on its first runs
-            side(SHAPES["ten"], GROUP)
+        for side in chosen:  # warm up: W&B imports more on its first runs
+            sides[side](SHAPES["ten"], GROUP)
         for shape in args.shapes.split(","):
             keys = SHAPES[shape]
-            samples: dict[str, list[Sample]] = {side: [] for side in SIDES}
+            samples: dict[str, list[Sample]] = {side: [] for side in chosen}
             for round_ in range(args.rounds):
-                order = SIDES if round_ % 2 == 0 else SIDES[::-1]
+                order = chosen if round_ % 2 == 0 else chosen[::-1]
                 for side in order:
                     samples[side].append(sides[side](keys, args.steps))
                 loads.append(os.getloadavg()[0])
             results[shape] = samples
         tracker.close()
+        slow.close()
     print(
         f"\nW&B offline, wandb {wandb.__version__}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, 1-minute load average {min(loads):.1f} to {max(loads):.1f}; "
@@ -181,7 +178,7 @@ def main() -> None:
         points = args.steps * len(SHAPES[shape])
         base = [points / s.seconds for s in samples[SIDES[0]]]
         base_cpu = statistics.median(s.cpu for s in samples[SIDES[0]])
-        for side in SIDES:
+        for side in chosen:
             rates = [points / s.seconds for s in samples[side]]
             ratio = statistics.median(rates) / statistics.median(base)
             rounds = ", ".join(f"{r / b:.2f}" for r, b in zip(rates, base, strict=True))

@@ -463,16 +463,24 @@ def test_out_of_order_steps_and_unrelated_counters_are_all_in_the_offline_record
         for step in (100, 7, 50):
             run.log_metric("val.acc", step / 100, step=step)  # an unrelated counter
     rows = reader.history(run.id)
-    # every point is a row of its own or shares one; each carries its key's own step
-    assert [(r["loss:step"], r["loss"]) for r in rows if "loss" in r] == [
+
+    def step(row: dict[str, Any], key: str) -> int:  # its own step, else its row's number
+        return int(row.get(f"{key}:step", row["_step"]))
+
+    # every point is in W&B's record at its step, in the order logged
+    assert [(step(r, "loss"), r["loss"]) for r in rows if "loss" in r] == [
         (5, 5), (3, 3), (10, 10), (1, 1)
     ]  # fmt: skip
-    assert [(r["train.acc:step"], r["train.acc"]) for r in rows if "train.acc" in r] == [
+    assert [(step(r, "train.acc"), r["train.acc"]) for r in rows if "train.acc" in r] == [
         (0, 0), (1, 0.1), (2, 0.2)
     ]  # fmt: skip
-    assert [(r["val.acc:step"], r["val.acc"]) for r in rows if "val.acc" in r] == [
+    assert [(step(r, "val.acc"), r["val.acc"]) for r in rows if "val.acc" in r] == [
         (100, 1), (7, 0.07), (50, 0.5)
     ]  # fmt: skip
+    # the first point of each counter sits at its own step; one below a row W&B already has
+    # (3 after 5, 7 after 100) carries its step
+    assert next(r for r in rows if r.get("loss") == 5)["_step"] == 5
+    assert next(r for r in rows if r.get("val.acc") == 0.07)["val.acc:step"] == 7
     # W&B's own row counter only grows, so W&B drops none of these rows
     row_numbers = [r["_step"] for r in rows]
     assert row_numbers == sorted(set(row_numbers))
@@ -493,8 +501,11 @@ def test_points_logged_together_share_a_row_with_their_timestamp(
     with offline.start_run("rows") as run:
         run.log_metrics({"a": 1, "b": 2, "c": 3}, step=4, timestamp=moment)
     [row] = reader.history(run.id)
-    assert (row["a"], row["b"], row["c"], row["a:step"]) == (1, 2, 3, 4)
-    assert row["_timestamp"] == moment.timestamp()
+    # the row W&B numbers 4 is the step: no step of their own, no time of their own
+    assert {k: v for k, v in row.items() if k != "_runtime"} == {
+        "_step": 4, "_timestamp": moment.timestamp(), "a": 1, "b": 2, "c": 3
+    }  # fmt: skip
+    assert reader.records(run.id, "metric") == []  # no x-axis needed
 
 
 def _batching(root: Path) -> trackkit.Tracker:
@@ -551,7 +562,10 @@ def test_fast_rows_write_exactly_what_run_log_writes(
         ids[switch] = _log_awkward_batches(tracker)
         tracker.close()
     fast, slow = (reader.history(ids[s]) for s in ("1", "0"))
-    assert len(fast) == 10  # 7 rows, then 3: a key's points never share a row
+    # the first batch: steps 0 to 5 at their own rows (loss's first 5 beside a, b.c and d),
+    # loss at 10, then its repeated 5, its 2 and its 7 in rows of their own after it; the
+    # second batch after the first's rows: a key's points never share a row
+    assert [r["_step"] for r in fast] == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 16]
     assert _without_runtime(fast) == _without_runtime(slow)
     loss = reader.metric_points(ids["1"], "loss")[:4]
     assert [step for step, _ in loss] == [5, 10, 5, 2] and math.isnan(loss[1][1])
@@ -583,8 +597,8 @@ def test_fast_rows_are_in_wandbs_record_after_flush(
             if len(rows) >= 50 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        assert [(r["a"], r["b:step"]) for r in rows] == [(s, s) for s in range(50)]
-        assert [r["_step"] for r in rows] == list(range(50))
+        assert [(r["_step"], r["a"], r["b"]) for r in rows] == [(s, s, -s) for s in range(50)]
+        assert not any("a:step" in r or "b:step" in r for r in rows)
 
 
 @pytest.mark.parametrize("fail_at", [1, 4])
@@ -644,15 +658,17 @@ def test_each_step_of_a_ten_key_loop_is_one_history_row(
     rows = reader.history(run.id)
     assert [r["_step"] for r in rows] == list(range(40))
     for step, row in enumerate(rows):
-        assert {k: (row[k], row[f"{k}:step"]) for k in keys} == {
-            k: (step + i / 10, step) for i, k in enumerate(keys)
-        }
-    # each key's x-axis is defined once, however many batches carry it
-    names = sorted(m["name"] for m in reader.records(run.id, "metric"))
-    assert names == sorted(keys + [f"{k}:step" for k in keys])
+        # each row is what run.log of the ten values writes: no step or time of their own
+        assert {k: v for k, v in row.items() if k != "_runtime"} == {
+            "_step": step, "_timestamp": row["_timestamp"],
+            **{k: step + i / 10 for i, k in enumerate(keys)},
+        }  # fmt: skip
+    assert reader.records(run.id, "metric") == []  # no key needs an x-axis of its own
+    summary = reader.summary(run.id)  # each key's step, for resuming and RunInfo
+    assert {k: summary[f"{k}:step"] for k in keys} == {k: 39 for k in keys}
 
 
-def test_points_with_one_timestamp_pack_into_rows_and_keep_each_key_in_order(
+def test_points_sit_at_their_own_step_and_the_others_carry_it_in_order(
     batching: trackkit.Tracker, reader: WandbReader
 ) -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -664,21 +680,99 @@ def test_points_with_one_timestamp_pack_into_rows_and_keep_each_key_in_order(
             run.log_metric("acc", 0.5, timestamp=moment)  # steps 0, 1, 2
         run.log_metric("acc", 0.75, timestamp=later)  # step 3
     rows = reader.history(run.id)
-    # one key's points never share a row; other keys fill the rows of the same timestamp
-    assert [sorted(k for k in r if not k.startswith("_")) for r in rows] == [
-        ["acc", "acc:step", "loss", "loss:step"],
-        ["acc", "acc:step", "loss", "loss:step"],
-        ["acc", "acc:step", "loss", "loss:step"],
-        ["acc", "acc:step"],
-    ]
-    assert [r["_timestamp"] for r in rows] == [moment.timestamp()] * 3 + [later.timestamp()]
-    assert [r["_step"] for r in rows] == [0, 1, 2, 3]
+    # each point at its own step where that row is free; loss's repeated 5 after its 10, with
+    # its step; one key's points never share a row
+    assert [(r["_step"], sorted(k for k in r if not k.startswith("_"))) for r in rows] == [
+        (0, ["acc"]), (1, ["acc"]), (2, ["acc"]), (3, ["acc"]),
+        (5, ["loss"]), (10, ["loss"]), (11, ["loss", "loss:step"]),
+    ]  # fmt: skip
+    times = [moment.timestamp()] * 3 + [later.timestamp()] + [moment.timestamp()] * 3
+    assert [r["_timestamp"] for r in rows] == times
+    defined = {m["name"]: m for m in reader.records(run.id, "metric")}
+    assert sorted(defined) == ["loss", "loss:step"]  # the x-axis, once it was needed
+    assert defined["loss"]["step_metric"] == "loss:step"
     assert reader.metric_points(run.id, "loss") == [(5, 50), (10, 101), (5, 52)]
     assert reader.metric_points(run.id, "acc") == [(0, 0.5), (1, 0.5), (2, 0.5), (3, 0.75)]
     summary = reader.summary(run.id)  # each key's value at its highest step
     assert (summary["loss"], summary["loss:step"]) == (101, 10)
     assert (summary["acc"], summary["acc:step"]) == (0.75, 3)
     assert batching.get_run(run.id).metrics == {"loss": 101, "acc": 0.75}
+
+
+def test_a_point_in_a_row_of_another_time_carries_its_own_time(
+    batching: trackkit.Tracker, reader: WandbReader
+) -> None:
+    first = datetime(2026, 1, 2, 3, 4, 5, 125000, tzinfo=timezone.utc)
+    second = datetime(2026, 1, 2, 3, 4, 7, 250000, tzinfo=timezone.utc)
+    with batching.start_run("times") as run:
+        for step in range(3):  # two calls a step, as a loop logging loss then acc does
+            run.log_metric("loss", float(step), timestamp=first)
+            run.log_metric("acc", step / 10, timestamp=second)
+    rows = reader.history(run.id)
+    # one row per step at W&B's own step: acc shares loss's row and keeps its own time
+    assert [(r["_step"], r["_timestamp"], r["acc:timestamp"]) for r in rows] == [
+        (s, first.timestamp(), second.timestamp()) for s in range(3)
+    ]
+    assert not any("loss:step" in r or "acc:step" in r for r in rows)
+    assert reader.metric_times(run.id, "acc") == [second.timestamp()] * 3
+    history = batching.get_metric_history(run.id, "acc")
+    assert [(p.step, p.value, p.timestamp) for p in history] == [
+        (s, s / 10, round(second.timestamp() * 1000)) for s in range(3)
+    ]
+    defined = {m["name"]: m for m in reader.records(run.id, "metric")}
+    assert defined["acc:timestamp"]["options"]["hidden"] is True
+    assert defined["acc:timestamp"]["summary"]["none"] is True  # kept out of the summary
+    assert "acc:timestamp" not in reader.summary(run.id)
+    assert batching.get_run(run.id).metrics == {"loss": 2.0, "acc": 0.2}
+
+
+def test_a_second_counter_below_the_first_carries_its_steps_across_batches(
+    batching: trackkit.Tracker, reader: WandbReader
+) -> None:
+    """Steps per batch, validation once an epoch on its own counter, batches flushed apart."""
+    with batching.start_run("counters") as run:
+        for epoch in range(3):
+            for batch in range(10):
+                run.log_metric("train.loss", 1 / (1 + epoch * 10 + batch))
+            run.log_metric("val.loss", epoch / 2)  # steps 0, 1, 2: below the rows W&B has
+            assert run.flush(timeout=60)
+    rows = reader.history(run.id)
+    assert [r["_step"] for r in rows] == list(range(30))  # one row per training step
+    assert not any("train.loss:step" in r for r in rows)
+    assert reader.metric_points(run.id, "train.loss") == [(s, 1 / (1 + s)) for s in range(30)]
+    assert reader.metric_points(run.id, "val.loss") == [(0, 0.0), (1, 0.5), (2, 1.0)]
+    # validation's step 0 was still a free row number in the first batch, so it sits there;
+    # its later steps are below the rows W&B has: they join the last row of their batch and
+    # carry their step
+    val = [(r["_step"], r.get("val.loss:step")) for r in rows if "val.loss" in r]
+    assert val == [(0, None), (19, 1), (29, 2)]
+    defined = {m["name"]: m for m in reader.records(run.id, "metric")}
+    assert defined["val.loss"]["step_metric"] == "val.loss:step"
+    assert "train.loss" not in defined
+    history = batching.get_metric_history(run.id, "val.loss")
+    assert [(p.step, p.value) for p in history] == [(0, 0.0), (1, 0.5), (2, 1.0)]
+    summary = reader.summary(run.id)
+    assert (summary["val.loss:step"], summary["train.loss:step"]) == (2, 29)
+
+
+def test_with_tensorboard_patched_w_and_b_numbers_rows_and_every_point_carries_its_step(
+    root: Path, reader: WandbReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With wandb's TensorBoard patching, ``run.log`` leaves the row number out (wandb then
+    numbers rows itself): no point can rely on its row's number."""
+    tracker = _batching(root)
+    with tracker.start_run("tb") as run:
+        run.log_metrics({"a": 1.0, "b": 2.0}, step=5)
+        assert run.flush(timeout=60)
+        monkeypatch.setitem(wandb.patched, "tensorboard", [["not.a.module", "patched"]])
+        run.log_metrics({"a": 3.0, "b": 4.0}, step=7)
+        run.log_metric("a", 5.0, step=2)
+    tracker.close()
+    rows = reader.history(run.id)
+    assert [r["_step"] for r in rows] == [5, 6, 7]
+    assert [(r.get("a:step"), r.get("b:step")) for r in rows] == [(None, None), (7, 7), (2, None)]
+    assert reader.metric_points(run.id, "a") == [(5, 1.0), (7, 3.0), (2, 5.0)]
+    assert reader.metric_points(run.id, "b") == [(5, 2.0), (7, 4.0)]
 
 
 def test_params_are_config_under_the_same_flattened_keys(

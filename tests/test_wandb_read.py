@@ -73,15 +73,16 @@ def online(
 
 
 def _points_in_reader(reader: WandbReader, run_id: str, key: str) -> list[MetricPoint]:
-    """The metric's points as W&B's reader prints the history rows."""
+    """The metric's points as W&B's reader prints the history rows: each at its own step and
+    time when its row carries them, else at the row's number and time."""
     found = []
     for row in reader.history(run_id):
         if key in row:
             value = row[key]
             value = SPECIAL[value] if isinstance(value, str) else float(value)
-            found.append(
-                MetricPoint(int(row[f"{key}:step"]), value, round(row["_timestamp"] * 1000))
-            )
+            step = row.get(f"{key}:step", row["_step"])
+            seconds = row.get(f"{key}:timestamp", row["_timestamp"])
+            found.append(MetricPoint(int(step), value, round(seconds * 1000)))
     return found
 
 
@@ -150,6 +151,46 @@ def test_history_of_a_run_wandb_logged_without_trackkit_uses_its_row_numbers(
     history = offline.get_metric_history(run.id, "acc")
     assert [(p.step, p.value) for p in history] == [(i, i / 4) for i in range(4)]
     assert all(p.timestamp > 1_700_000_000_000 for p in history)
+
+
+def test_a_run_in_the_earlier_layout_reads_back_and_resumes_the_same(
+    offline: trackkit.Tracker, root: Path, reader: WandbReader
+) -> None:
+    """Runs trackkit logged before points sat at W&B's own step: every point carried its step
+    ``<key>:step``, one row after another, whatever the steps; summary ``<key>:step``."""
+    settings = wandb.Settings(**FAST)
+    run = wandb.init(
+        project="earlier", dir=str(root), mode="offline", settings=settings, reinit="create_new"
+    )
+    base = 1_750_000_000.0
+    for key in ("loss", "acc"):
+        run.define_metric(f"{key}:step", hidden=True)
+        run.define_metric(key, step_metric=f"{key}:step", step_sync=False)
+    rows = [
+        {"_timestamp": base, "loss": 5.0, "loss:step": 5, "acc": 0.5, "acc:step": 0},
+        {"_timestamp": base, "loss": 3.0, "loss:step": 3, "acc": 0.6, "acc:step": 1},
+        {"_timestamp": base + 1.5, "loss": 10.0, "loss:step": 10},
+    ]
+    for row in rows:
+        run.log(row)
+    run.summary.update({"loss": 10.0, "loss:step": 10, "acc": 0.6, "acc:step": 1})
+    run.finish()
+    loss = offline.get_metric_history(run.id, "loss")
+    assert [(p.step, p.value, p.timestamp) for p in loss] == [
+        (3, 3.0, 1_750_000_000_000), (5, 5.0, 1_750_000_000_000), (10, 10.0, 1_750_000_001_500)
+    ]  # fmt: skip
+    assert _same(sorted(loss), sorted(_points_in_reader(reader, run.id, "loss")))
+    info = offline.get_run(run.id)
+    assert info.metrics == {"loss": 10.0, "acc": 0.6} and info.experiment == "earlier"
+    with offline.start_run(run_id=run.id) as resumed:  # each key goes on after its step
+        resumed.log_metrics({"loss": 1.0, "acc": 0.7})
+    assert sorted(reader.metric_points(run.id, "loss"))[-1] == (11, 1.0)
+    assert sorted(reader.metric_points(run.id, "acc"))[-1] == (2, 0.7)
+    # the resumed row comes after W&B's last one (2), so `wandb sync` keeps it: loss at its
+    # own step 11, acc's step 2 (below the rows W&B has) carried beside it
+    [_, later] = reader.segments(run.id)
+    [row] = [r["history"]["item"] for r in later if r["type"] == "history"]
+    assert (row["_step"], row["acc:step"], "loss:step" in row) == (11, 2, False)
 
 
 # -- artifacts, experiments, hints, offline ---------------------------------------------------
@@ -245,10 +286,12 @@ def test_list_models_offline_are_the_model_artifacts_w_and_b_recorded(
 def test_history_online_scans_w_and_b_history_with_each_key_s_own_step(
     online: trackkit.Tracker, fake: FakeWandbApi
 ) -> None:
-    rows = [
+    rows = [  # the earlier layout (every point with its step), then today's beside it
         {"_step": 0, "_timestamp": 1750000000.5, "loss": 3, "loss:step": 10},
         {"_step": 1, "_timestamp": 1750000001.25, "acc": 0.5, "acc:step": 0},
         {"_step": 2, "_timestamp": 1750000002.0, "loss": "NaN", "loss:step": 11},
+        {"_step": 12, "_timestamp": 1750000003.0, "loss": 4, "acc": 0.75, "acc:step": 1},
+        {"_step": 13, "_timestamp": 1750000004.0, "loss": 5, "loss:timestamp": 1750000005.5},
     ]
     fake.project_runs["ride"] = [
         FakeRun("r1", "ride", history=rows, summary={"loss": 1.0}),
@@ -258,13 +301,22 @@ def test_history_online_scans_w_and_b_history_with_each_key_s_own_step(
     assert isinstance(backend, WandbBackend)
     backend.project = "ride"  # the runs were not started on this machine
     history = online.get_metric_history("r1", "loss")
-    assert [(p.step, p.timestamp) for p in history] == [(10, 1750000000500), (11, 1750000002000)]
+    assert [(p.step, p.timestamp) for p in history] == [
+        (10, 1750000000500), (11, 1750000002000), (12, 1750000003000), (13, 1750000005500)
+    ]  # fmt: skip
     assert history[0].value == 3.0 and math.isnan(history[1].value)
+    assert [p.value for p in history[2:]] == [4.0, 5.0]
     assert fake.calls[-1] == ("run", "ride/r1")
-    assert fake.project_runs["ride"][0].scans == [["loss", "loss:step", "_timestamp"]]
+    # W&B's scan gives only rows holding every key asked: the key's rows, then those where
+    # its points carry their own step or time
+    assert fake.project_runs["ride"][0].scans == [
+        ["loss", "_step", "_timestamp"], ["loss", "_step", "loss:step"],
+        ["loss", "_step", "loss:timestamp"],
+    ]  # fmt: skip
+    acc = online.get_metric_history("r1", "acc")
+    assert [(p.step, p.value) for p in acc] == [(0, 0.5), (1, 0.75)]
     # a run W&B logged without trackkit has no x-axis per key: its row numbers are the steps
     assert online.get_metric_history("r2", "acc") == [MetricPoint(5, 1.0, 1000)]
-    assert fake.project_runs["ride"][1].scans[-1] == ["acc", "_step", "_timestamp"]
 
 
 def test_list_artifacts_online_are_the_run_files_under_artifacts(

@@ -114,13 +114,21 @@ class WandbReader:
         return [record["item"] for record in self.records(run_id, "history")]
 
     def metric_points(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """Each point at its step: ``<key>:step`` when its row carries one, else the row's
+        number ``_step`` (a point at its own step, as W&B's Step axis shows it)."""
         points = []
         for row in self.history(run_id):
             if key in row:
                 value = row[key]
                 value = SPECIAL[value] if isinstance(value, str) else float(value)
-                points.append((int(row[f"{key}:step"]), value))
+                points.append((int(row.get(f"{key}:step", row["_step"])), value))
         return points
+
+    def metric_times(self, run_id: str, key: str) -> list[float]:
+        """Each point's time in seconds: ``<key>:timestamp`` when its row carries one, else the
+        row's ``_timestamp``."""
+        rows = self.history(run_id)
+        return [row.get(f"{key}:timestamp", row["_timestamp"]) for row in rows if key in row]
 
     def parent_id(self, run_id: str) -> str | None:
         """The parent a child run's config names (``trackkit:parent_id``)."""

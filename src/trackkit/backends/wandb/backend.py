@@ -46,6 +46,7 @@ from trackkit.backends.wandb.keys import (
     STATUS_KEY,
     STEP_SUFFIX,
     TAG_PREFIX,
+    TIME_SUFFIX,
     URI_PREFIX,
     check_project,
     file_entries,
@@ -58,6 +59,7 @@ from trackkit.backends.wandb.keys import (
     run_status,
     summary_parts,
 )
+from trackkit.backends.wandb.layout import Layout
 from trackkit.backends.wandb.query import to_wandb_filter, to_wandb_order
 from trackkit.backends.wandb.records import RecordReader
 from trackkit.backends.wandb.registry import REGISTRY_PREFIX, WandbRegistry
@@ -85,6 +87,7 @@ LOG_FLUSH_INTERVAL = 0.5
 #: seconds beyond wandb's flush interval that reading an open run's history waits for wandb to
 #: write the rows trackkit handed it
 WRITE_GRACE = 10.0
+_ROW = ("_step", "_timestamp")  # every W&B history row has its number and time
 _NOT_ARTIFACT_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
 _SECRET_SETTING = re.compile(r"key|token|secret|password|credential|proxy|header", re.IGNORECASE)
 logger = logging.getLogger("trackkit")
@@ -123,15 +126,17 @@ class _Open:
     name: str
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    latest: dict[str, tuple[int, float, int]] = field(default_factory=dict)  # step, value, seq
-    axes: dict[str, str] = field(default_factory=dict)  # each defined key's x-axis metric
-    next_row: int | None = None  # W&B row number to continue from (a resumed offline run)
+    layout: Layout = field(default_factory=Layout)  # where its points go in W&B's history
     started: datetime | None = None
-    seq: int = 0
     parent_id: str | None = None
     group: str | None = None  # the W&B group
     rows: RowSender | None = None  # the fast row path (rows.py), None: run.log
     logged_rows: int = 0  # history rows handed to wandb since this process opened the run
+
+    @property
+    def latest(self) -> dict[str, tuple[int, float, int]]:
+        """Per metric key, its latest point: step, value, and its number among the points."""
+        return self.layout.latest
 
 
 class WandbBackend(Backend):
@@ -400,6 +405,7 @@ class WandbBackend(Backend):
             )
             if self.project:
                 run.summary.update({EXPERIMENT_KEY: experiment})
+            state.layout.next_row = self._first_row(run, None)
             state.rows = self._row_sender(run)
             self._runs[run.id] = state
             return RunHandle(id=run.id, name=state.name, experiment=experiment)
@@ -446,18 +452,29 @@ class WandbBackend(Backend):
             name=name or (record.name if record else None) or run.name or run_id,
             params=params_of(config, summary),
             tags=tags,
-            latest={k: (steps[k], v, 0) for k, v in metrics.items() if k in steps},
+            layout=Layout(latest={k: (steps[k], v, 0) for k, v in metrics.items() if k in steps}),
             started=record.started if record else datetime.now(timezone.utc),
             parent_id=parent_of(config),
             group=group,
         )
-        if self.offline and record is not None:
-            # a resumed offline run restarts W&B's row counter at 0, and W&B keeps only rows
-            # numbered after the last one it has: continue the numbering instead
-            state.next_row = record.step + 1
+        state.layout.next_row = self._first_row(run, record.step if record else None)
         state.rows = self._row_sender(run)
         self._runs[run_id] = state
         return state
+
+    def _first_row(self, run: Any, recorded: int | None) -> int | None:
+        """The first W&B row number a run opened here takes: after W&B's own (a run resumed
+        online starts there) and after the last row recorded on this machine (a resumed
+        offline run restarts W&B's counter at 0, and W&B keeps only rows numbered after the
+        last one it has); None when W&B numbers rows itself (its TensorBoard patching)."""
+        if self._tensorboard():
+            return None
+        first = int(getattr(run, "step", 0) or 0)
+        return first if recorded is None else max(first, recorded + 1)
+
+    def _tensorboard(self) -> bool:
+        """Whether wandb's TensorBoard patching is active (``run.log`` then ignores ``step``)."""
+        return bool(getattr(self._wandb, "patched", {}).get("tensorboard"))
 
     def _row_sender(self, run: Any) -> RowSender | None:
         if self._fast_rows is None:
@@ -544,72 +561,38 @@ class WandbBackend(Backend):
             if tags:
                 self._set_tags(state, dict(tags))
 
-    @staticmethod
-    def _define(run: Any, key: str) -> str:
-        """Chart ``key`` against its own step; return the name of that x-axis metric."""
-        # W&B keeps every row, whatever order these steps come in. Every row carries the
-        # step, so W&B's step_sync (which fills in a missing one) is off: with a '.' in the
-        # name it overwrites the logged step with a stale one (wandb 0.31).
-        axis = key + STEP_SUFFIX
-        run.define_metric(axis, hidden=True)
-        run.define_metric(key, step_metric=axis, step_sync=False)
-        return axis
-
     def _log_points(self, state: _Open, metrics: Sequence[Metric]) -> None:
-        """Log a batch's points in as few W&B history rows as the step contract allows.
-
-        A row has one timestamp and one value per key; each key carries its own step (its
-        x-axis), so points of different keys share a row whatever their steps. Among the
-        points with one timestamp, the n-th point of a key goes in the n-th row: a key's
-        points keep their order, and W&B's row counter grows by one a row.
-        """
-        run, axes, latest = state.run, state.axes, state.latest
-        rows: list[dict[str, Any]] = []
-        first = 0  # the first row of the points with the current timestamp
-        moment: int | None = None
-        placed: dict[str, int] = {}  # per key, how many of its points those rows hold
-        last: dict[str, int] = {}  # per key, the number of its last point in this batch
-        seq = state.seq
-        for key, value, step, timestamp in metrics:
-            axis = axes.get(key)
-            if axis is None:
-                axis = axes[key] = self._define(run, key)
-            if timestamp != moment:
-                moment, first, placed = timestamp, len(rows), {}
-            index = first + placed.get(key, 0)
-            placed[key] = index - first + 1
-            if index == len(rows):
-                rows.append({"_timestamp": timestamp / 1000})
-            row = rows[index]
-            row[key] = value
-            row[axis] = step
-            seq += 1
-            last[key] = seq
-            known = latest.get(key)
-            if known is None or step >= known[0]:
-                latest[key] = (step, value, seq)
-        state.seq = seq
+        """Log a batch's points in as few W&B history rows as the step contract allows: at
+        W&B's own row numbers where the steps allow, else with each point's step (``layout``)."""
+        run, layout = state.run, state.layout
+        if layout.next_row is not None and self._tensorboard():
+            layout.next_row = None  # W&B numbers rows from now on: every point carries its step
+        placed = layout.place(metrics)
+        for key in placed.axes:
+            # chart the key against its own step. Every row of it carries the step from now
+            # on, so W&B's step_sync (which fills in a missing one) is off: with a '.' in the
+            # name it overwrites the logged step with a stale one (wandb 0.31)
+            run.define_metric(layout.axes[key], hidden=True)
+            run.define_metric(key, step_metric=layout.axes[key], step_sync=False)
+        for key in placed.clocks:  # a point's own time: no chart, no summary entry
+            run.define_metric(layout.clocks[key], hidden=True, summary="none")
+        rows, numbers = placed.rows, placed.numbers
         state.logged_rows += len(rows)
         if state.rows is not None:
-            rows = rows[self._send_fast(state, rows) :]
-        if state.next_row is None:
+            sent = self._send_fast(state, rows, numbers)
+            rows = rows[sent:]
+            numbers = None if numbers is None else numbers[sent:]
+        if numbers is None:
             for row in rows:
                 run.log(row)
         else:
-            for row in rows:
-                run.log(row, step=state.next_row)
-                state.next_row += 1
-        # W&B's summary holds the last value logged; trackkit's latest is the highest step's
-        fix: dict[str, Any] = {}
-        for key, number in last.items():
-            step, value, best = latest[key]
-            if best != number:
-                fix[key], fix[axes[key]] = value, step
-        if fix:
-            run.summary.update(fix)
+            for row, number in zip(rows, numbers, strict=True):
+                run.log(row, step=number, commit=True)
+        if placed.summary:
+            run.summary.update(placed.summary)
 
     @staticmethod
-    def _send_fast(state: _Open, rows: list[dict[str, Any]]) -> int:
+    def _send_fast(state: _Open, rows: list[dict[str, Any]], numbers: list[int] | None) -> int:
         """Send ``rows`` on the fast row path; how many wandb took (run.log sends the rest).
 
         On failure the run goes back to ``run.log`` for good. Only rows wandb did not take are
@@ -617,19 +600,16 @@ class WandbBackend(Backend):
         """
         assert state.rows is not None
         try:
-            state.rows.send(rows, state.next_row)
-            sent = len(rows)
+            state.rows.send(rows, numbers)
+            return len(rows)
         except (NotSent, PartlySent) as e:
-            sent = e.sent if isinstance(e, PartlySent) else 0
             logger.debug("W&B rows of run %s go through run.log from now on: %s", state.run.id, e)
             state.rows = None
+            return e.sent if isinstance(e, PartlySent) else 0
         except Exception:
             logger.debug("W&B rows of run %s go through run.log from now on", state.run.id)
             state.rows = None
             raise
-        if state.next_row is not None:
-            state.next_row += sent
-        return sent
 
     def _set_tags(self, state: _Open, tags: dict[str, str]) -> None:
         state.tags.update(tags)
@@ -803,12 +783,16 @@ class WandbBackend(Backend):
             self._known_offline(run_id)
             self._wait_written(run_id)
             return metric_points(self._reader.history(run_id), key)
+        # W&B's scan gives only the rows holding every key asked for: the key's rows, then
+        # those where its points carry their own step or time, joined by row number
         with mapped(f"run {run_id}"):
             run = self._api().run(self._run_path(run_id))
-            rows = list(run.scan_history(keys=[key, key + STEP_SUFFIX, "_timestamp"]))
-            if not rows:  # a run trackkit did not log has no x-axis per key: W&B's row numbers
-                rows = list(run.scan_history(keys=[key, "_step", "_timestamp"]))
-        return metric_points(rows, key)
+            rows = {row["_step"]: dict(row) for row in run.scan_history(keys=[key, *_ROW])}
+            for field_ in (key + STEP_SUFFIX, key + TIME_SUFFIX):
+                for row in run.scan_history(keys=[key, "_step", field_]):
+                    if (held := rows.get(row["_step"])) is not None:
+                        held[field_] = row[field_]
+        return metric_points(rows.values(), key)
 
     def _wait_written(self, run_id: str) -> None:
         """For a run open in this process, wait until wandb wrote the history rows trackkit

@@ -2,7 +2,9 @@
 
 Params are the run's config (with the exact text of the few values W&B's reader cannot give
 back kept in the summary as ``trackkit:param:<key>``, and a child run's parent as the config entry
-``trackkit:parent_id``); each metric ``k`` has its own x-axis metric ``k:step``; tags,
+``trackkit:parent_id``); a metric point sits in the history row numbered by its step, or
+carries its step as ``k:step`` (and its time as ``k:timestamp`` when the row's is another
+point's, see ``layout``); tags,
 the run's status and (with a fixed ``project``) its experiment are summary keys with a ``:``
 in them, which no trackkit key can contain. See docs/wandb.md, "How trackkit maps onto W&B".
 """
@@ -20,8 +22,13 @@ from trackkit.entities import ArtifactInfo, MetricPoint
 from trackkit.errors import InvalidInput
 from trackkit.normalize import value_text
 
-#: the x-axis of metric ``k`` is the metric ``k:step`` (":" never occurs in a trackkit key)
+#: the x-axis of metric ``k`` is the metric ``k:step`` (":" never occurs in a trackkit key),
+#: written only for points that cannot sit in the history row their step numbers
 STEP_SUFFIX = ":step"
+#: the time of a point of ``k`` in a row whose ``_timestamp`` is another point's (seconds)
+TIME_SUFFIX = ":timestamp"
+#: W&B's reader holds numbers as doubles: steps from here on are not row numbers
+EXACT_STEP = 2**53
 #: summary keys trackkit writes; ":" keeps them apart from any metric a user can log
 TAG_PREFIX = "tag:"
 STATUS_KEY = "trackkit:status"
@@ -139,7 +146,7 @@ def summary_parts(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[st
     for key, value in summary.items():
         if key.startswith(TAG_PREFIX):
             tags[key[len(TAG_PREFIX) :]] = str(value)
-        elif key.startswith(("_", "trackkit:")) or key.endswith(STEP_SUFFIX):
+        elif key.startswith(("_", "trackkit:")) or key.endswith((STEP_SUFFIX, TIME_SUFFIX)):
             continue
         elif (found := number(value)) is not None:
             metrics[key] = found
@@ -157,15 +164,17 @@ def last_steps(summary: Mapping[str, Any]) -> dict[str, int]:
 
 def metric_points(rows: Iterable[Mapping[str, Any]], key: str) -> list[MetricPoint]:
     """The points of metric ``key`` in W&B history rows: each row's value of ``key``, at its
-    step ``key:step`` (W&B's row number ``_step`` in a run trackkit did not log), at the row's
-    ``_timestamp`` (seconds). Rows without a number for ``key`` hold no point of it."""
-    axis = key + STEP_SUFFIX
+    step ``key:step`` if the row has it, else the row's number ``_step`` (a point at its own
+    step, or a run trackkit did not log), and at its time ``key:timestamp`` if the row has
+    it, else the row's ``_timestamp`` (seconds). Rows without a number for ``key`` hold no
+    point of it."""
+    axis, clock = key + STEP_SUFFIX, key + TIME_SUFFIX
     points = []
     for row in rows:
         if key not in row or (value := number(row[key])) is None:
             continue
         step = row.get(axis, row.get("_step"))
-        seconds = row.get("_timestamp")
+        seconds = row.get(clock, row.get("_timestamp"))
         if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
             continue
         timestamp = (

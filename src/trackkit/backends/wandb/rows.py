@@ -3,9 +3,9 @@
 ``run.log`` hands each row to wandb's asyncio thread and waits for it, and records client
 telemetry on the way; that synchronous hand-off is most of the lane's cost. Here a batch's
 rows are built as the same ``PartialHistoryRequest`` records ``run.log`` builds (same items,
-same value encoding, same step), queued without waiting, and the batch ends with wandb's own
-acknowledgement: a ``history_step`` request, which wandb-core answers only after it handled
-every record sent before it, with the number of rows it then holds.
+same value encoding, same row number, written at once), queued without waiting, and the
+batch ends with wandb's own acknowledgement: a ``history_step`` request, which wandb-core
+answers only after it handled every record sent before it, with the row number it takes next.
 
 This uses wandb's private names, so it is used only with the wandb versions it was tested
 with (``TESTED``), when every name it needs exists, and unless ``$TRACKKIT_WANDB_FAST_ROWS``
@@ -14,6 +14,7 @@ is off; otherwise the backend uses ``run.log``. See docs/wandb.md, "Cost".
 
 from __future__ import annotations
 
+import bisect
 import importlib
 from collections.abc import Sequence
 from typing import Any
@@ -71,7 +72,8 @@ class Sdk:
 
 
 class RowSender:
-    """Sends one run's history rows as ``run.log(row)`` (or ``run.log(row, step=n)``) would."""
+    """Sends one run's history rows as ``run.log(row, step=n, commit=True)`` would (or
+    ``run.log(row)``, when W&B numbers the rows itself)."""
 
     def __init__(self, sdk: Sdk, run: Any) -> None:
         self._sdk = sdk
@@ -82,10 +84,10 @@ class RowSender:
         encoding = str(run._settings.x_history_value_encoding).split(",")
         self._json, self._typed = "json" in encoding, "typed" in encoding
         int(run._local_step)
-        self._rows: int | None = None  # rows wandb-core holds, as it last told
+        self._rows: int | None = None  # wandb-core's next row number, as it last told
 
     def _ack(self) -> int:
-        """Wait until wandb-core handled everything sent so far; the number of its rows."""
+        """Wait until wandb-core handled everything sent so far; its next row number."""
         handle = self._interface.deliver_history_step()
         return int(handle.wait_or(timeout=ACK_TIMEOUT).step)
 
@@ -96,12 +98,14 @@ class RowSender:
             item = history.item.add()
             item.key = key
             set_value(item, value, json_form=self._json, typed_form=self._typed)
-        if step is not None:
+        if step is not None:  # a numbered row is written at once, as with commit=True
             history.step.num = step
+            history.action.flush = True
         return self._interface._make_request(partial_history=history)
 
-    def send(self, rows: Sequence[dict[str, Any]], first_step: int | None) -> None:
-        """Send ``rows`` (numbered from ``first_step`` when given) and wait until wandb has them.
+    def send(self, rows: Sequence[dict[str, Any]], numbers: Sequence[int] | None) -> None:
+        """Send ``rows`` (at the rising row numbers ``numbers``, or numbered by wandb when
+        None) and wait until wandb has them.
 
         Raises:
             NotSent: nothing of the batch reached wandb.
@@ -114,13 +118,14 @@ class RowSender:
         try:
             if self._sdk.patched["tensorboard"]:  # run.log would leave the step out
                 raise RuntimeError("tensorboard is patched")
-            steps = [None if first_step is None else first_step + i for i in range(len(rows))]
-            records = [self._record(row, step) for row, step in zip(rows, steps, strict=True)]
-            start = self._ack() if self._rows is None else self._rows
+            if numbers is None:
+                records = [self._record(row, None) for row in rows]
+                start = self._ack() if self._rows is None else self._rows
+            else:
+                records = [self._record(r, n) for r, n in zip(rows, numbers, strict=True)]
+                start = 0
         except Exception as e:
             raise NotSent(repr(e)) from e
-        if first_step is not None:
-            start = first_step
         published = 0
         try:
             publish = self._interface._publish
@@ -133,25 +138,27 @@ class RowSender:
         except Exception as e:
             self._rows = None
             try:
-                sent = self._ack() - start  # what wandb-core holds tells what it took
+                held = self._ack()  # what wandb-core holds tells what it took
             except Exception:
                 if published == 0:
                     raise NotSent(repr(e)) from e
                 raise e from None
+            # numbered rows: those below wandb-core's next row number
+            sent = held - start if numbers is None else bisect.bisect_left(numbers, held)
             if not 0 <= sent <= len(rows):
                 raise e from None
             if sent == 0:
                 raise NotSent(repr(e)) from e
-            self._advance(first_step, sent)
+            self._advance(numbers, sent)
             if sent < len(rows):
                 raise PartlySent(sent, e) from e
-            self._rows = start + sent
+            self._rows = held
             return
-        self._advance(first_step, len(rows))
+        self._advance(numbers, len(rows))
 
-    def _advance(self, first_step: int | None, count: int) -> None:
+    def _advance(self, numbers: Sequence[int] | None, count: int) -> None:
         """Keep the run's own step counter where ``run.log`` would have left it."""
-        if first_step is None:
+        if numbers is None:
             self._run._local_step += count
         else:
-            self._run._local_step = max(self._run._local_step, first_step + count - 1)
+            self._run._local_step = max(self._run._local_step, numbers[count - 1] + 1)
