@@ -311,6 +311,51 @@ def test_the_copy_command_takes_options_per_side(
     assert "name the source once" in capsys.readouterr().err
 
 
+def test_a_progress_bar_on_a_terminal_and_none_with_quiet(
+    source: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """The real command with its stderr on a pseudo-terminal and its stdout in a pipe."""
+    import os
+    import pty
+    import subprocess
+
+    uri, ids = source
+
+    def run(*extra: str) -> tuple[str, str]:
+        copy_uri = _store(tmp_path, f"copy{len(extra)}.db")
+        argv = [sys.executable, "-m", "trackkit", "copy", "--from", "mlflow"]
+        argv += ["-o", f"tracking_uri={uri}", "--to", "mlflow", "-o", f"tracking_uri={copy_uri}"]
+        leader, follower = pty.openpty()
+        done = subprocess.Popen(
+            [*argv, "--run", ids["trial"], *extra],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+        )
+        os.close(follower)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the command exited: the terminal is closed
+                break
+            if not chunk:
+                break
+            err += chunk
+        out, _ = done.communicate(timeout=600)
+        os.close(leader)
+        assert done.returncode == 0, err.decode(errors="replace")
+        return out.decode(), err.decode(errors="replace")
+
+    out, err = run()
+    assert "runs" in err and "metric points" in err and "1505/1505" in err
+    first, note = out.splitlines()  # the report alone: one run, and the note on its parent
+    assert " copied, " in first and "the link is kept only in the tag" in note
+    assert "\x1b" not in out and "metric points \x1b" not in out
+    out, err = run("--quiet")
+    assert "metric points" not in err and " copied, " in out
+
+
 def test_a_source_that_cannot_be_read_back_is_refused_by_name(tmp_path: Path) -> None:
     from trackkit.backend import Backend, Capabilities
     from trackkit.errors import UnsupportedOperation

@@ -68,10 +68,24 @@ class _Progress:
         if not show:
             return
         try:
-            from rich.progress import Progress
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
         except ImportError:  # the cli extra is not installed: no bar
             return
-        self._bar = Progress(transient=False, console=None)
+        # on stderr: stdout holds the report, and stays clean in a pipe
+        self._bar = Progress(
+            TextColumn("{task.description:>13}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
         self.runs = self._bar.add_task("runs", total=None)
         self.points = self._bar.add_task("metric points", total=0)
 
