@@ -272,6 +272,66 @@ def test_an_interrupted_copy_is_finished_without_duplicating_points(
     dst.close()
 
 
+KILLED_MIDWAY = """
+import os, signal, sys
+import trackkit
+from trackkit import reading
+from trackkit.copy import Destination
+
+source = trackkit.get_tracker("mlflow", tracking_uri=sys.argv[1])
+target = trackkit.get_tracker(
+    "mlflow", tracking_uri=sys.argv[2], strict=True, journal_dir=sys.argv[4]
+)
+written = []
+
+def kill(count):
+    written.append(count)
+    if sum(written) >= 1000:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+record = reading.source_run(source, source.get_run(sys.argv[3]))
+Destination(target, on_points=kill).write(record)
+"""
+
+
+def test_a_copy_killed_midway_is_finished_by_the_next_one(
+    source: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    uri, ids = source
+    copy_uri = _store(tmp_path, "copy.db")
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_MIDWAY)
+    done = subprocess.run(
+        [sys.executable, str(script), uri, copy_uri, ids["trial"], str(tmp_path / "journals")],
+        capture_output=True,
+        timeout=600,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode(errors="replace")
+    client = MlflowClient(tracking_uri=copy_uri)
+    [partial] = _copies(client).values()
+    assert partial.info.status == "RUNNING" and partial.data.tags[COPY_STATE] == "partial"
+    assert 0 < len(client.get_metric_history(partial.info.run_id, "loss")) < POINTS + 1
+
+    src = trackkit.get_tracker("mlflow", tracking_uri=uri)
+    dst = trackkit.get_tracker("mlflow", tracking_uri=copy_uri, strict=True)
+    [resumed] = trackkit.copy_runs(src, dst, run_ids=[ids["trial"]])
+    assert (resumed.outcome, resumed.run_id) == ("resumed", partial.info.run_id)
+    check = MlflowClient(tracking_uri=uri)
+    for key in ("loss", "shuffled"):
+        assert _history(client, partial.info.run_id, key) == _history(check, ids["trial"], key)
+    finished = client.get_run(partial.info.run_id)
+    assert finished.info.status == "FINISHED" and finished.data.tags[COPY_STATE] == "complete"
+    assert _files(client, partial.info.run_id) == _files(check, ids["trial"])
+    assert len(_copies(client)) == 1
+    src.close()
+    dst.close()
+
+
 def test_the_copy_command_takes_options_per_side(
     source: tuple[str, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
