@@ -66,6 +66,7 @@ def run_infos(
                     f"run {outside[0]} is not in the experiment(s) {', '.join(experiments)}"
                 )
     else:
+        named = experiments is not None
         if experiments is None:
             require(
                 tracker.backend,
@@ -79,8 +80,9 @@ def run_infos(
             try:
                 infos += tracker.search_runs(experiment, max_results=MAX_RUNS)
             except NotFound:
-                if len(experiments) == 1:
+                if named:  # asked for by name: it must exist
                     raise
+                # listed, but without runs where the backend looks for them: nothing to copy
     return parents_first(infos)
 
 
