@@ -85,8 +85,9 @@ def main(tracker: trackkit.Tracker | None = None) -> dict[str, Any]:
             # the signature (PU_DO: string, trip_distance: double -> a double) comes from
             # the input example
             ref = trackkit.log_model(pipeline, "model", input_example=val_dicts[:5])
-            # the model's URI as the backend names it: the registry section registers it
-            # (runs:/<run_id>/model on MLflow and Neptune; W&B names its model artifacts)
+            # the model's URI as the backend names it, which the registry section registers
+            # (MLflow 3: the logged model's models:/m-...; Neptune: runs:/<run_id>/model;
+            # W&B: the model artifact's wandb-artifact:///...)
             trackkit.set_tag("model_uri", ref.uri)
         runs[model_type] = run.id
         print(f"{model_type}: run {run.id}, model runs:/{run.id}/model")
