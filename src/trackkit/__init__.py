@@ -66,9 +66,9 @@ if TYPE_CHECKING:
     from trackkit.hookspecs import hookimpl
     from trackkit.integrations.autolog import autolog
     from trackkit.models import Signature
+    from trackkit.multi import get_tracker
     from trackkit.replay import SyncResult, sync
     from trackkit.run import Run
-    from trackkit.multi import get_tracker
     from trackkit.tracker import Tracker
     from trackkit.transfer import copy_runs
 
