@@ -80,7 +80,9 @@ def test_files_outside_the_runs_project_are_not_read_unless_asked(tmp_path: Path
 
     [data] = read_offline_runs(tmp_path / "project" / ".neptune")
     # the project's own file, uploaded by path, is read as before
-    assert set(data.files) == {"inside"} and data.file_sets["set"] == [tmp_path / "project" / "data" / "inside.txt"]
+    assert set(data.files) == {"inside"} and data.file_sets["set"] == [
+        tmp_path / "project" / "data" / "inside.txt"
+    ]
     assert data.file_sets.get("glob", []) == []
     target = tmp_path / "copy.txt"
     data.files["inside"](target)
