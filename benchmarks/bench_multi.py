@@ -21,26 +21,18 @@ import argparse
 import gc
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_logging import per_call  # this folder is on sys.path when run as a script
+from bench_wandb import FAST
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the W&B reader the tests use
-
-FAST = {
-    "x_disable_stats": True,
-    "x_disable_meta": True,
-    "x_disable_machine_info": True,
-    "x_save_requirements": False,
-    "console": "off",
-    "save_code": False,
-}
 
 
 def tracker(which: str, workdir: Path, tag: str) -> Any:
@@ -57,23 +49,12 @@ def tracker(which: str, workdir: Path, tag: str) -> Any:
     return trackkit.get_tracker(names, **{n: options[n] for n in names}, **own)
 
 
-def per_call(fn: Callable[[int], None], calls: int, group: int = 100) -> float:
-    """Median seconds per call, timing groups of ``group`` calls."""
-    times = []
-    for start in range(0, calls, group):
-        t = time.perf_counter()
-        for i in range(start, start + group):
-            fn(i)
-        times.append((time.perf_counter() - t) / group)
-    return statistics.median(times)
-
-
 def hot_path(which: str, calls: int, workdir: Path, tag: str) -> float:
     t = tracker(which, workdir, tag)
     with t.start_run(experiment="bench-hot") as run:
         for i in range(1000):  # the key is known: the steady state of a training loop
             run.log_metric("warm", float(i))
-        cost = per_call(lambda i: run.log_metric("m", float(i)), calls)
+        cost = per_call(lambda i: run.log_metric("m", float(i)), calls, group=100)
     t.close()
     return cost
 
