@@ -11,6 +11,7 @@ copy and finishes a partial one. See docs/copying.md.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -493,28 +494,22 @@ class Destination:
                 count += 1
                 continue
             package = model.load()
-            name = model.name
+            log = functools.partial(
+                run.log_model,
+                package.model,
+                flavor=package.flavor,
+                signature=package.signature,
+                input_example=package.input_example,
+            )
             try:
-                normalize.artifact_dir(name)
-                ref = run.log_model(
-                    package.model,
-                    name,
-                    flavor=package.flavor,
-                    signature=package.signature,
-                    input_example=package.input_example,
-                )
+                normalize.artifact_dir(model.name)
+                ref = log(model.name)
             except InvalidInput:
-                if "/" not in name:
+                if "/" not in model.name:
                     raise
-                name = _safe_model_name(name)
+                name = _safe_model_name(model.name)
                 notes.append(f"model {model.name!r} is named {name!r} in the destination")
-                ref = run.log_model(
-                    package.model,
-                    name,
-                    flavor=package.flavor,
-                    signature=package.signature,
-                    input_example=package.input_example,
-                )
+                ref = log(name)
             self.models[(source.backend, model.uri)] = ref
             count += 1
         return count
