@@ -133,13 +133,15 @@ def read_offline_runs(
             if data.created is None and isinstance(created, str):
                 with contextlib.suppress(ValueError):
                     data.created = datetime.fromisoformat(created)
-            _replay(directory, data, outside_files)
+            _replay(directory, data, None if outside_files else _project(directory).resolve())
         runs.append(data)
     runs.sort(key=lambda d: (d.created or datetime.min.replace(tzinfo=timezone.utc), d.id))
     return runs
 
 
-def _replay(directory: Path, data: NeptuneRunData, outside_files: bool) -> None:
+def _replay(directory: Path, data: NeptuneRunData, root: Path | None) -> None:
+    """Apply the run directory's logs to ``data``; files named by path are read only inside
+    ``root`` (resolved; None: anywhere)."""
     acknowledged = _int_file(directory / "last_ack_version")
     for log in _log_files(directory):
         with open(log, encoding="utf-8") as lines:
@@ -155,7 +157,7 @@ def _replay(directory: Path, data: NeptuneRunData, outside_files: bool) -> None:
                     continue
                 if int(entry.get("version", acknowledged + 1)) <= acknowledged:
                     continue  # already sent to a server by the client itself
-                _apply(op, path, directory, data, outside_files)
+                _apply(op, path, directory, data, root)
 
 
 def _forget(data: NeptuneRunData, path: str) -> None:
@@ -168,10 +170,10 @@ def _forget(data: NeptuneRunData, path: str) -> None:
             del store[key]
 
 
-def _inside(local: Path, directory: Path) -> bool:
-    """Whether ``local``, with every symlink followed, lies inside ``directory``."""
+def _inside(local: Path, root: Path) -> bool:
+    """Whether ``local``, with every symlink followed, lies inside the resolved ``root``."""
     try:
-        return local.resolve().is_relative_to(directory.resolve())
+        return local.resolve().is_relative_to(root)
     except (OSError, RuntimeError):
         return False
 
@@ -184,16 +186,14 @@ def _project(directory: Path) -> Path:
     return directory
 
 
-def _readable(
-    local: Path, directory: Path, outside_files: bool, path: str, data: NeptuneRunData
-) -> bool:
+def _readable(local: Path, root: Path | None, path: str, data: NeptuneRunData) -> bool:
     """Whether the file ``local`` that field ``path`` names may be read; if not, noted why."""
-    if not outside_files and not _inside(local, _project(directory)):
+    if root is not None and not _inside(local, root):
         data.skipped.append(
             f"{path}: names the file {str(local)!r}, outside the folder the offline run was "
-            f"made in ({str(_project(directory))!r}); not read (an offline directory from "
-            "elsewhere could name any file): pass outside_files=True "
-            "(`trackkit copy --outside-files`) to read it"
+            f"made in ({str(root)!r}); not read (an offline directory from elsewhere could name "
+            "any file): read it with trackkit.backends.neptune.read_offline_runs(..., "
+            "outside_files=True) if you trust the directory"
         )
         return False
     if not local.is_file():
@@ -203,7 +203,7 @@ def _readable(
 
 
 def _apply(
-    op: dict[str, Any], path: str, directory: Path, data: NeptuneRunData, outside_files: bool
+    op: dict[str, Any], path: str, directory: Path, data: NeptuneRunData, root: Path | None
 ) -> None:
     kind = op.get("type")
     if kind in ("AssignFloat", "AssignInt", "AssignBool", "AssignString"):
@@ -235,7 +235,7 @@ def _apply(
     elif kind == "UploadFile":
         tmp = op.get("tmp_file_name")
         local = directory / "upload_path" / tmp if tmp else Path(op.get("file_path") or "")
-        if _readable(local, directory, outside_files, path, data):
+        if _readable(local, root, path, data):
             data.files[path] = file_source(local)
             data.file_extensions[path] = str(op.get("ext") or "")
     elif kind == "UploadFileContent":
@@ -246,7 +246,7 @@ def _apply(
             Path(p)
             for pattern in op.get("file_globs", [])
             for p in glob.glob(pattern, recursive=True)
-            if Path(p).is_file() and _readable(Path(p), directory, outside_files, path, data)
+            if Path(p).is_file() and _readable(Path(p), root, path, data)
         ]
         if str(op.get("reset")) == "True":
             data.file_sets[path] = found
