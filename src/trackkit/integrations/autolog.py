@@ -401,18 +401,26 @@ def _xgboost_results(model: Any) -> Any:
         return None
 
 
+def _patch_boosting(
+    library: Any,
+    train: Callable[[Callable[..., Any]], Callable[..., Any]],
+    estimators: Any,
+    base: type,
+    results: Callable[[Any], Any],
+) -> None:
+    """Patch a boosting library's ``train`` and the ``fit`` of its scikit-learn estimators
+    (the subclasses of ``base`` in module ``estimators`` that define their own ``fit``)."""
+    _patch(library, "train", train)
+    for cls in vars(estimators).values():
+        if isinstance(cls, type) and issubclass(cls, base) and "fit" in cls.__dict__:
+            _patch(cls, "fit", _boosted_fit(results))
+
+
 def _patch_xgboost() -> None:
     import xgboost
     from xgboost import sklearn as xgb_sklearn
 
-    _patch(xgboost, "train", _xgboost_train)
-    for cls in vars(xgb_sklearn).values():
-        if (
-            isinstance(cls, type)
-            and issubclass(cls, xgb_sklearn.XGBModel)
-            and "fit" in cls.__dict__
-        ):
-            _patch(cls, "fit", _boosted_fit(_xgboost_results))
+    _patch_boosting(xgboost, _xgboost_train, xgb_sklearn, xgb_sklearn.XGBModel, _xgboost_results)
 
 
 # -- LightGBM --------------------------------------------------------------------------------------
@@ -462,11 +470,6 @@ def _patch_lightgbm() -> None:
     import lightgbm
     from lightgbm import sklearn as lgb_sklearn
 
-    _patch(lightgbm, "train", _lightgbm_train)
-    for cls in vars(lgb_sklearn).values():
-        if (
-            isinstance(cls, type)
-            and issubclass(cls, lgb_sklearn.LGBMModel)
-            and "fit" in cls.__dict__
-        ):
-            _patch(cls, "fit", _boosted_fit(_lightgbm_results))
+    _patch_boosting(
+        lightgbm, _lightgbm_train, lgb_sklearn, lgb_sklearn.LGBMModel, _lightgbm_results
+    )
