@@ -41,6 +41,7 @@ from trackkit.normalize import value_text
 from trackkit.search import NUMERIC_ATTRIBUTES, Clause
 
 if TYPE_CHECKING:
+    from trackkit.backends.mlflow_worker import BatchProcess
     from trackkit.entities import Metric, ParamValue
     from trackkit.models import Signature
     from trackkit.search import Query
@@ -271,6 +272,10 @@ class MLflowBackend(Backend):
         tracking_uri: defaults to ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
             current directory (made absolute, so a later ``chdir`` does not move it).
         registry_uri: defaults to ``$MLFLOW_REGISTRY_URI``, else the tracking URI.
+        batch_process: write batches from a worker process with its own MLflow store, so
+            MLflow's Python work leaves this process's interpreter (see
+            ``trackkit.backends.mlflow_worker``). Defaults to
+            ``$TRACKKIT_MLFLOW_BATCH_PROCESS`` (``1``/``0``), else off.
     """
 
     name = "mlflow"
@@ -304,7 +309,14 @@ class MLflowBackend(Backend):
         max_timestamp=2**63 - 1,
     )
 
-    def __init__(self, tracking_uri: str | None = None, registry_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        registry_uri: str | None = None,
+        batch_process: bool | None = None,
+    ) -> None:
+        if batch_process is not None and not isinstance(batch_process, bool):
+            raise InvalidInput(f"batch_process must be True or False, got {batch_process!r}")
         for label, given in (("tracking_uri", tracking_uri), ("registry_uri", registry_uri)):
             if given is not None and not isinstance(given, str):
                 raise InvalidInput(
@@ -341,9 +353,19 @@ class MLflowBackend(Backend):
         self._saved_uris: tuple[Any, Any, dict[str, str | None]] | None = None
         self._run_experiments: dict[str, str] = {}  # run id -> experiment id, for run_url
         self._ui = ui_base(self.tracking_uri)
+        #: the worker process that writes batches, when on (started now, in the background)
+        self.batch_process: BatchProcess | None = None
+        from trackkit.backends import mlflow_worker
+
+        if mlflow_worker.enabled(batch_process, default=False):
+            self.batch_process = mlflow_worker.BatchProcess(self.tracking_uri, self.registry_uri)
 
     def describe(self) -> str:
         return f"mlflow ({redact(self.tracking_uri)})"
+
+    def close(self) -> None:
+        if self.batch_process is not None:
+            self.batch_process.close()
 
     # -- MLflow's own active run ----------------------------------------------------------------
     def activate_run(self, run_id: str) -> None:
@@ -542,6 +564,17 @@ class MLflowBackend(Backend):
         # batch: the journal would then forget points MLflow has not written. The store's own
         # log_batch (the one the client ends in, validating the same) is synchronous.
         model_id = get_active_model_id()
+        worker = self.batch_process
+        if worker is not None and worker.ready:
+            with self._mapped(f"log to run {run_id}"):
+                if worker.log_batch(
+                    run_id,
+                    [(k, value_text(v)) for k, v in params],
+                    [(m.key, m.value, m.timestamp, m.step) for m in metrics],
+                    list(tags),
+                    model_id,
+                ):
+                    return
         batch: dict[str, Any] = {
             "metrics": [
                 MlflowMetric(m.key, m.value, m.timestamp, m.step, model_id=model_id)
@@ -626,6 +659,40 @@ class MLflowBackend(Backend):
         with self._mapped(f"run {run_id!r}"):
             history = self.client.get_metric_history(run_id, key)
         return [MetricPoint(int(m.step), float(m.value), int(m.timestamp)) for m in history]
+
+    def get_metric_histories(self, run_id: str, keys: Sequence[str]) -> dict[str, list[MetricPoint]]:
+        # A database store answers one query of plain rows for the whole run; MLflow's client
+        # builds two objects per point per key (its ORM row, then a Metric), ten times the cost
+        # of reading them. Another store (a server, files) is asked key by key.
+        wanted = set(keys)
+        store: Any = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        rows = self._metric_rows(store, run_id) if wanted else None
+        if rows is None:
+            return super().get_metric_histories(run_id, keys)
+        found: dict[str, list[MetricPoint]] = {key: [] for key in keys}
+        nan = math.nan
+        for key, step, value, stamp, is_nan in rows:
+            if key in wanted:
+                # as MLflow's own reader gives them: NaN is stored as 0 with is_nan set
+                found[key].append(MetricPoint(step, nan if is_nan else value, stamp))
+        if not any(found.values()):
+            self.get_run(run_id)  # no points: NotFound when there is no such run
+        return found
+
+    def _metric_rows(self, store: Any, run_id: str) -> list[Any] | None:
+        """(key, step, value, timestamp, is_nan) of every point of the run, read from a
+        database store's own metrics table; None for another kind of store."""
+        try:
+            from mlflow.store.tracking.dbmodels.models import SqlMetric
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        except ImportError:  # an MLflow without the database store's layout
+            return None
+        if not isinstance(store, SqlAlchemyStore):
+            return None
+        columns = (SqlMetric.key, SqlMetric.step, SqlMetric.value, SqlMetric.timestamp)
+        with self._mapped(f"run {run_id!r}"), store.ManagedSessionMaker() as session:
+            query = session.query(*columns, SqlMetric.is_nan).filter(SqlMetric.run_uuid == run_id)
+            return list(query.all())
 
     def list_artifacts(self, run_id: str, path: str) -> list[ArtifactInfo]:
         with self._mapped(f"run {run_id!r}"):
