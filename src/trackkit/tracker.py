@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from trackkit import _lifecycle, env, normalize, search
+from trackkit import _heap, _lifecycle, env, normalize, search
 from trackkit import journal as jn
 from trackkit._secrets import redact, scrub
 from trackkit.backend import call, require
@@ -201,6 +201,7 @@ class Tracker:
         )
         self._deferred: jn.Journal | None = None
         self._local: LocalRegistry | None = None
+        _heap.settle()  # building the backend may have loaded as much again as its SDK
 
     def __repr__(self) -> str:
         return f"Tracker(backend={redact(self.backend.describe())!r})"
