@@ -4,15 +4,18 @@
 ``TRACKKIT_BACKEND=mlflow,wandb``, gives a :class:`MultiTracker`. It holds one ordinary
 :class:`~trackkit.tracker.Tracker` per backend, its *lane*: its own writer threads, journals,
 backoff and batch shape. A run started on it is a :class:`MultiRun` holding one ordinary
-:class:`~trackkit.run.Run` per backend. A log call is validated and normalized once, under the
-strictest limits of the chosen backends (:func:`combine_limits`), and the same operation is
-queued in every lane; each lane's writer delivers it on its own, so a slow, failing or
-refusing backend delays no other, nor the training loop. Each lane's journal names its own
-backend, so ``trackkit sync`` replays it there and only there.
+:class:`~trackkit.run.Run` per backend. A MultiRun is itself a Run, under the strictest limits
+of the chosen backends (:func:`combine_limits`), whose queue is a
+:class:`~trackkit.outbox.FanOut` over its backends' outboxes: a log call is validated and
+normalized once, by Run's own code, and the same operation is queued in every lane; each
+lane's writer delivers it on its own, so a slow, failing or refusing backend delays no other,
+nor the training loop. Each lane's journal names its own backend, so ``trackkit sync``
+replays it there and only there.
 
 Reads go to the first backend (the primary) or to the one named with ``backend=``; models
 are logged, and registry changes made, on every backend that can hold them. An operation one
-backend cannot do is done on the others and reported once (strict mode raises). See
+backend cannot do is done on the others and reported once (strict mode raises); one that
+fails on a backend is left as that backend alone leaves it and reported each time. See
 ``docs/multiple-backends.md``.
 """
 
@@ -25,22 +28,22 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from time import time as _time
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from trackkit import _lifecycle, normalize
-from trackkit import journal as jn
+from trackkit import normalize
 from trackkit import tracker as single
 from trackkit._secrets import redact
 from trackkit.backend import Limits
-from trackkit.entities import ModelRef
+from trackkit.entities import ModelRef, RunHandle
 from trackkit.errors import (
     BackendError,
     InvalidInput,
+    JournalError,
     TrackkitError,
     TrackkitWarning,
 )
-from trackkit.run import RENAMES_ARTIFACT, STATUSES, Run
+from trackkit.outbox import FanOut
+from trackkit.run import Run
 from trackkit.tracker import TRACKER_OPTIONS, Tracker
 
 if TYPE_CHECKING:
@@ -56,11 +59,13 @@ if TYPE_CHECKING:
         RegisteredModel,
         RunInfo,
     )
-    from trackkit.models import Package
+    from trackkit.models import Package, Signature
+    from trackkit.writer import Writer
 
 __all__ = ["MultiRun", "MultiTracker", "backend_names", "combine_limits", "get_tracker"]
 
 T = TypeVar("T")
+L = TypeVar("L")
 
 
 # -- choosing backends ---------------------------------------------------------------------------
@@ -340,26 +345,44 @@ class MultiTracker(Tracker):
         return able
 
     def _each(
-        self, lanes: Mapping[str, Tracker], operation: str, action: Callable[[str, Tracker], T]
+        self,
+        lanes: Mapping[str, L],
+        operation: str,
+        action: Callable[[str, L], T],
+        again: str = "tracker.lanes",
+        stacklevel: int = 3,
     ) -> dict[str, T]:
-        """Do ``action`` on every lane in order. A refusal of the primary's that is not a
-        service failure (invalid input, not found...) is raised before the others are asked.
-        Otherwise each backend's failure is reported once and the others go on; it is raised
-        when no backend did it, or in strict mode."""
+        """Do ``action`` on every lane in order (a backend's Tracker, or its Run).
+
+        A refusal by the first that is not a failure of its service or journal (invalid
+        input, not found...) is raised before the others are asked. Otherwise a backend that
+        fails is left as one backend alone leaves it (a ``BackendError``: not done there, not
+        retried) and the others go on; each such failure is warned about, naming the backend
+        and the call, and how to do it there again (on ``again[name]``). It is raised when no
+        backend did it, or in strict mode (after every backend was asked).
+        """
         done: dict[str, T] = {}
         failed: dict[str, TrackkitError] = {}
-        first = next(iter(self.lanes))
+        first = next(iter(lanes), None)
         for name, lane in lanes.items():
             try:
                 done[name] = action(name, lane)
             except TrackkitError as e:
-                if name == first and not isinstance(e, BackendError):
+                if name == first and not isinstance(e, (BackendError, JournalError)):
                     raise
                 failed[name] = e
         if failed and (self.strict or not done):
             raise next(iter(failed.values()))
         for name, error in failed.items():
-            self._report(name, operation, f"{type(error).__name__}: {error}", stacklevel=4)
+            warnings.warn(
+                redact(
+                    f"{operation} failed on the {name} backend ({type(error).__name__}: "
+                    f"{error}); it was done on {', '.join(done)}. It is not retried: once "
+                    f"that backend is reachable, do it again there alone ({again}[{name!r}])"
+                ),
+                TrackkitWarning,
+                stacklevel=stacklevel + 1,
+            )
         return done
 
     @staticmethod
@@ -809,56 +832,68 @@ class MultiTracker(Tracker):
 
 
 # -- the run -------------------------------------------------------------------------------------
+class _Writers:
+    """The writers of a multi-backend run's backends, as its log calls read them
+    (:class:`trackkit.run.Watched`): ``failure`` is the first failure of any of them, its
+    service's or its journal's, in one read (the hot path's); the call then checks each
+    backend's writer (``MultiRun.check_delivery``), which tells the two apart."""
+
+    __slots__ = ("_writers",)
+    journal_failure = None  # in ``failure``
+
+    def __init__(self, writers: Sequence[Writer]) -> None:
+        self._writers = tuple(writers)
+
+    @property
+    def failure(self) -> BaseException | None:
+        for writer in self._writers:
+            if writer.failure is not None or writer.journal_failure is not None:
+                return writer.failure or writer.journal_failure
+        return None
+
+
 class MultiRun(Run):
     """One run on several backends: ``runs`` maps each backend's name to its :class:`Run`.
 
-    Every call is validated and normalized once, under the backends' strictest limits, and
-    handed to each backend's run, whose writer delivers it on its own. ``id`` is the
-    primary's run id, ``ids`` each backend's.
+    It is a :class:`Run` whose limits are the backends' strictest and whose queue is a
+    :class:`~trackkit.outbox.FanOut` over their runs' outboxes: each log call is validated
+    and normalized once, by ``Run``'s own code, and the same operations are queued for every
+    backend, whose writer delivers them on its own. Calls that need each backend at once
+    (artifacts, models) go to each backend's run. ``id`` is the primary's run id, ``ids`` each
+    backend's. Log through the MultiRun: a backend's run in ``runs`` is there for its own
+    state (``url``, ``journal``, ``delivered``, ``flush``).
     """
 
     def __init__(self, tracker: MultiTracker, runs: Mapping[str, Run]) -> None:
-        # Run.__init__ is not called: a MultiRun has no outbox of its own, its lanes do
-        self.tracker: MultiTracker = tracker
         #: backend name -> this run on that backend (its lane)
         self.runs: dict[str, Run] = dict(runs)
         self._lanes = tuple(self.runs.values())
-        self._checks = tuple((run, run.tracker.writer) for run in self._lanes)
         primary = self._lanes[0]
-        self.id = primary.id
-        self.name = primary.name
-        self.experiment = primary.experiment
-        self.parent_id = primary.parent_id
-        self.outbox = primary.outbox
-        limits = tracker.limits
-        self._value_limits = {"params": limits.param_value_length, "tags": limits.tag_value_length}
-        self._max_step = limits.max_step
-        self._max_timestamp = limits.max_timestamp
-        self._rules = {kind: normalize.KeyRules(limits) for kind in ("param", "metric", "tag")}
-        self._known_metrics: dict[str, str] = {}
-        self.renames: dict[str, dict[str, str]] = {}
-        self._renames_count = 0
-        params, steps = primary.logged()
+        params, steps = primary.logged()  # a resumed run's, so params stay immutable
         for run in self._lanes[1:]:
             for key, step in run.logged()[1].items():
                 steps[key] = max(step, steps.get(key, -1))
-        self._kept_params = params
-        self._last_steps = steps
-        #: called with the status when the run ends, before the wait for delivery
-        self.on_end: list[Callable[[str], None]] = []
-        self._guard = threading.Lock()
-        self._ended: str | None = None
+        handle = RunHandle(primary.id, primary.name, primary.experiment, params, steps)
+        self._closed = False
+        super().__init__(
+            tracker,
+            handle,
+            primary.experiment,
+            primary.name,
+            primary.parent_id,
+            limits=tracker.limits,
+            outbox=primary.outbox,
+            sink=FanOut([run.outbox for run in self._lanes]),
+        )
+        self.tracker: MultiTracker = tracker
+        self._watch = _Writers([run.tracker.writer for run in self._lanes])
+        for run in self._lanes:  # a signal, or exit, ends the backends' runs one by one
+            run.on_close.append(self._lane_closed)
 
-    @property
-    def status(self) -> str | None:
-        """How the run ended (also when a signal ended its backends' runs); None while open."""
-        if self._ended is not None:
-            return self._ended
-        return next((run.status for run in self._lanes if run.status is not None), None)
-
-    @status.setter
-    def status(self, value: str | None) -> None:
-        self._ended = value
+    def _lane_closed(self, status: str) -> None:
+        """A backend's run was closed (by this run, a signal, exit): this run has ended."""
+        if self.status is None:
+            self.status = status
 
     @property
     def ids(self) -> dict[str, str]:
@@ -873,11 +908,6 @@ class MultiRun(Run):
         )
 
     @property
-    def journal(self) -> Any:
-        """The primary's journal (each backend's run has its own: ``runs[name].journal``)."""
-        return self._lanes[0].journal
-
-    @property
     def lost(self) -> int:
         """Metric points dropped on all backends together (see ``Run.lost``)."""
         return sum(run.lost for run in self._lanes)
@@ -887,306 +917,108 @@ class MultiRun(Run):
         """True once every backend acknowledged everything, the end included."""
         return all(run.delivered for run in self._lanes)
 
-    @property
-    def rejected_at(self) -> Path | None:
-        """The primary's file of operations refused for good (``runs[name].rejected_at``)."""
-        return self._lanes[0].rejected_at
-
-    @property
-    def url(self) -> str | None:
-        """The run's page on the primary (``runs[name].url`` for the others)."""
-        return self._lanes[0].url
-
     def describe(self) -> str:
         """One line per backend saying where to see the run."""
         return "\n".join(f"{name}: {run.describe()}" for name, run in self.runs.items())
 
-    # -- checks ------------------------------------------------------------------------------------
-    def _check_lanes(self) -> None:
-        """(caller holds ``_guard``) Refuse a call on an ended run; let each backend's run
-        report (or, in strict mode, raise) its writer's failures, before any is given data."""
-        if self._ended is not None and not _lifecycle.terminating():
-            raise TrackkitError(f"run {self.id} has ended ({self._ended}); start a new run to log")
+    # -- what Run's own validation asks of its backend, answered for every backend ---------------
+    def _backends(self) -> list[Backend]:
+        return [run.tracker.backend for run in self._lanes]
+
+    def check_delivery(self, stacklevel: int = 3) -> None:
+        """``Run.check_delivery`` for each backend's run: its writer's failures are warned
+        about once, or raised in strict mode, naming that backend."""
         for run in self._lanes:
-            run.check_open()
+            run.check_delivery(stacklevel + 1)
 
-    def check_open(self) -> None:
-        with self._guard:
-            self._check_lanes()
-
-    def _alarm(self) -> bool:
-        """Whether a check is due: the run or a backend's run ended, or a writer failed."""
-        if self._ended is not None:
-            return True
-        for run, writer in self._checks:
-            if (
-                run.status is not None
-                or writer.failure is not None
-                or writer.journal_failure is not None
-            ):
-                return True
-        return False
-
-    def _report_renames(self, kind: str, names: Mapping[str, str], stacklevel: int) -> None:
-        for key, stored in self._rules[kind].claim(names).items():
-            self.renames.setdefault(kind, {})[key] = stored
-            warnings.warn(
-                f"{kind} name {key!r} has characters one of the backends "
-                f"({', '.join(self.runs)}) does not allow; it is logged as {stored!r} on each "
-                f"(the mapping is kept in {RENAMES_ARTIFACT})",
-                TrackkitWarning,
-                stacklevel=stacklevel + 1,
-            )
-
-    # -- params and tags ---------------------------------------------------------------------------
-    def _short(self, kind: str, stored: str, text: str) -> str | None:
-        limit = self._value_limits[kind]
-        return normalize.truncate(text, limit, normalize.long_value_file(kind, stored))
-
-    def _keep_long(self, kind: str, stored: str, text: str) -> str | None:
-        """Store an over-long value whole as an artifact on every backend; return the
-        truncated form every backend logs."""
-        short = self._short(kind, stored, text)
-        if short is not None:
-            lacking = [
-                n for n, r in self.runs.items() if not r.tracker.backend.capabilities.artifacts
-            ]
-            if lacking:
-                raise InvalidInput(
-                    f"{kind[:-1]} {stored!r} is {len(text)} characters, over the limit of one "
-                    f"of the backends, and the {lacking[0]} backend cannot store the whole "
-                    "value as an artifact; log it shorter"
-                )
-            self.log_text(text, normalize.long_value_file(kind, stored))
-        return short
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """``Run.log_params``, once for every backend (see the class)."""
-        flat = normalize.flatten(params, "params")
-        names = self._rules["param"].check_all(flat, "param")
-        staged: dict[str, tuple[Any, str]] = {}
-        for key, raw in flat.items():
-            value = normalize.param_value(key, raw)
-            staged[names[key]] = (value, normalize.value_text(value))
-        with self._guard:
-            self._check_lanes()
-            for stored, (_, text) in list(staged.items()):
-                previous = self._kept_params.get(stored)
-                if previous is None:
-                    continue
-                if previous != text and previous != self._short("params", stored, text):
-                    raise InvalidInput(
-                        f"param {stored!r} is already {previous[:200]!r} in run {self.id}; "
-                        "params cannot change: log the new value under another name, "
-                        "or start a new run"
-                    )
-                del staged[stored]
-            for stored, (_, text) in staged.items():
-                self._kept_params[stored] = text
-        try:
-            values = {}
-            for stored, (value, text) in staged.items():
-                short = self._keep_long("params", stored, text)
-                values[stored] = value if short is None else short
-        except BaseException:
-            with self._guard:
-                for stored in staged:
-                    self._kept_params.pop(stored, None)
-            raise
-        if values:
+    def _queue_full(self, size: int) -> None:
+        if size >= self._bound:  # each backend's queue is bounded by its own writer
             for run in self._lanes:
-                run.log_params(values)
-        self._report_renames("param", names, stacklevel=3)
+                run.make_room()
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """``Run.set_tags``, once for every backend."""
-        flat = normalize.flatten(tags, "tags")
-        names = self._rules["tag"].check_all(flat, "tag")
-        staged = {
-            names[key]: normalize.value_text(normalize.param_value(key, raw))
-            for key, raw in flat.items()
-        }
-        with self._guard:
-            self._check_lanes()
-        kept = {}
-        for stored, text in staged.items():
-            short = self._keep_long("tags", stored, text)
-            kept[stored] = text if short is None else short
-        if kept:
-            for run in self._lanes:
-                run.set_tags(kept)
-        self._report_renames("tag", names, stacklevel=3)
-
-    # -- metrics: the hot path ---------------------------------------------------------------------
-    def log_metric(
-        self, key: str, value: Any, step: int | None = None, timestamp: Any = None
-    ) -> None:
-        """``Run.log_metric``: validated once, the same point queued for every backend."""
-        known = self._known_metrics.get(key) if type(key) is str else None
-        stored = self._rules["metric"].check(key, "metric") if known is None else known
-        number = value if type(value) is float else normalize.metric_value(key, value)
-        if timestamp is None:
-            ts = int(_time() * 1000)
-        else:
-            ts = normalize.timestamp_ms(key, timestamp, self._max_timestamp)
-        if step is not None and (type(step) is not int or not 0 <= step <= self._max_step):
-            step = normalize.step_value(key, step, self._max_step)
-        with self._guard:
-            if self._alarm():
-                self._check_lanes()
-            last = self._last_steps.get(stored, -1)
-            if step is None:
-                if last >= self._max_step:
-                    normalize.next_step(key, last, self._max_step)  # raises InvalidInput
-                step = last + 1
-            if step > last:
-                self._last_steps[stored] = step
-            point = ((jn.METRIC, stored, number, step, ts, None),)
-            for run in self._lanes:
-                run.put_points(point)
-        if known is None:
-            self._report_renames("metric", {key: stored}, stacklevel=2)
-            self._known_metrics[key] = stored
-
-    def log_metrics(
-        self, metrics: Mapping[str, Any], step: int | None = None, timestamp: Any = None
-    ) -> None:
-        """``Run.log_metrics``: validated once, the same points queued for every backend."""
-        flat = normalize.flatten(metrics, "metrics")
-        if timestamp is None:
-            ts = int(_time() * 1000)
-        else:
-            ts = normalize.timestamp_ms("*", timestamp, self._max_timestamp)
-        explicit = None if step is None else normalize.step_value("*", step, self._max_step)
-        names = self._rules["metric"].check_all(flat, "metric")
-        points = [(names[key], normalize.metric_value(key, raw)) for key, raw in flat.items()]
-        with self._guard:
-            self._check_lanes()
-            steps = {}  # every step first: a refused one leaves nothing half-done
-            if explicit is None:
-                for stored, _ in points:
-                    last = self._last_steps.get(stored, -1)
-                    steps[stored] = normalize.next_step(stored, last, self._max_step)
-            entries: list[jn.Entry] = []
-            for stored, number in points:
-                at = steps[stored] if explicit is None else explicit
-                if at > self._last_steps.get(stored, -1):
-                    self._last_steps[stored] = at
-                entries.append((jn.METRIC, stored, number, at, ts, None))
-            for run in self._lanes:
-                run.put_points(entries)
-        self._report_renames("metric", names, stacklevel=2)
-
-    def put_points(self, points: Sequence[jn.Entry]) -> None:
-        """``Run.put_points`` on every backend's run."""
-        with self._guard:
-            for _, key, _, step, _, _ in points:
-                if key is not None and step is not None and step > self._last_steps.get(key, -1):
-                    self._last_steps[key] = step
-            for run in self._lanes:
-                run.put_points(points)
-
-    def logged(self) -> tuple[dict[str, str], dict[str, int]]:
-        with self._guard:
-            return dict(self._kept_params), dict(self._last_steps)
-
-    # -- artifacts and models ----------------------------------------------------------------------
-    def _able(self, capability: str, operation: str, alternative: str) -> list[tuple[str, Run]]:
+    # -- what each backend does at once ------------------------------------------------------------
+    def _able(self, capability: str, operation: str, alternative: str) -> dict[str, Run]:
         able = self.tracker._capable(capability, operation, alternative)
-        return [(name, run) for name, run in self.runs.items() if name in able]
+        return {name: run for name, run in self.runs.items() if name in able}
 
     def log_artifact(self, local_path: str | os.PathLike[str], path: str | None = None) -> None:
-        """``Run.log_artifact`` on every backend that stores artifacts."""
+        """``Run.log_artifact`` on every backend that stores artifacts: each uploads it, or
+        keeps a copy in its journal while its service is down. A backend that fails is
+        reported and the others go on (see :meth:`MultiTracker._each`)."""
         lanes = self._able("artifacts", "log_artifact", "log the data as params or tags")
-        with self._guard:
-            self._check_lanes()
-        for _, run in lanes:
-            run.log_artifact(local_path, path)
+        with self._lock:
+            self._check_open()
+        shown = os.fspath(local_path) if isinstance(local_path, (str, os.PathLike)) else local_path
+        self.tracker._each(
+            lanes,
+            f"log_artifact({shown!r}) in run {self.id}",
+            lambda _, run: run.log_artifact(local_path, path),
+            again="run.runs",
+            stacklevel=4,
+        )
 
     def log_table(self, table: Any, file: str) -> None:
         """``Run.log_table`` on every backend (a native table where the backend has one)."""
         lanes = self._able("artifacts", "log_table", "log the data as params or tags")
-        with self._guard:
-            self._check_lanes()
-        for _, run in lanes:
-            run.log_table(table, file)
+        with self._lock:
+            self._check_open()
+        self.tracker._each(
+            lanes,
+            f"log_table({file!r}) in run {self.id}",
+            lambda _, run: run.log_table(table, file),
+            again="run.runs",
+            stacklevel=4,
+        )
 
-    def log_model(
+    def store_model(
         self,
         model: Any,
-        name: str = "model",
-        *,
-        flavor: str | None = None,
-        signature: Any = None,
-        input_example: Any = None,
+        where: str,
+        flavor: str,
+        signature: Signature | None,
+        input_example: Any,
     ) -> ModelRef:
-        """``Run.log_model`` on every backend that stores models; returns the primary's
-        ModelRef (``Tracker.register_model`` registers it on every backend that has it)."""
+        """Store the model ``Run.log_model`` checked once on every backend that stores
+        models; return the primary's ModelRef (``Tracker.register_model`` registers it on every
+        backend that has it). A backend that fails (its service is down: ``BackendError``, as
+        with one backend) is reported, naming it, and the others go on."""
         tracker = self.tracker
-        able = tracker._capable("models", "log_model", "pickle the model and use log_artifact")
-        with self._guard:
-            self._check_lanes()
+        able = self._able("models", "log_model", "pickle the model and use log_artifact")
+        with self._lock:
+            self._check_open()
         refs = tracker._each(
             able,
-            f"log_model({name!r})",
-            lambda n, _: self.runs[n].log_model(
-                model, name, flavor=flavor, signature=signature, input_example=input_example
-            ),
+            f"log_model({where!r}) in run {self.id}",
+            lambda _, run: run.store_model(model, where, flavor, signature, input_example),
+            again="run.runs",
+            stacklevel=4,
         )
         tracker._remember_models(refs)
         return refs.get(next(iter(self.runs)), MultiTracker._first(refs))
 
     # -- sending and ending ------------------------------------------------------------------------
-    def _store_renames(self) -> None:
-        count = sum(len(r) for r in self.renames.values())
-        if count != self._renames_count:
-            self._renames_count = count
-            self.log_dict(self.renames, RENAMES_ARTIFACT)
-
     def flush(self, timeout: float | None = None) -> bool:
         """``Run.flush`` on every backend within one ``timeout``; True if all delivered."""
-        self._store_renames()
+        self._log_renames()
         wait = self.tracker.end_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         results = [run.flush(max(0.0, deadline - time.monotonic())) for run in self._lanes]
         return all(results)
 
-    def end(self, status: str = "FINISHED") -> None:
-        """End the run on every backend: each backend's end is queued at once, then each is
-        waited for within the tracker's ``end_timeout`` (see ``Run.end``), so a backend that
-        is down delays no other's end."""
-        if status not in STATUSES:
-            raise InvalidInput(f"run status must be one of {STATUSES}, got {status!r}")
-        if _lifecycle.terminating():
-            _lifecycle.wait_for_exit()
-        if self.status is not None:
-            return
-        self._store_renames()
-        if not self.close(status):
-            return
-        self.settle(status)
-
     def close(self, status: str) -> bool:
         """Mark the run ended and queue its end on every backend, without waiting."""
-        with self._guard:
-            if self._ended is not None:
+        with self._lock:
+            if self._closed:
                 return False
-            self._ended = status
+            self._closed = True
+            self.status = status
             for run in self._lanes:
                 run.close(status)
         return True
 
-    def settle(self, status: str, timeout: float | None = None) -> None:
-        """Call ``on_end``, then wait for every backend's delivery (``Run.settle``)."""
-        for callback in self.on_end:
-            try:
-                callback(status)
-            except Exception as e:  # ending the run matters more
-                warnings.warn(
-                    redact(f"run {self.id}: at its end, {type(e).__name__}: {e}"),
-                    TrackkitWarning,
-                    stacklevel=3,
-                )
+    def await_end(self, status: str, timeout: float | None = None) -> None:
+        """Wait for every backend's delivery within one ``timeout`` (``Run.settle`` on each):
+        every end was queued first, so a backend that is down delays no other's end."""
         wait = self.tracker.end_timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         for run in self._lanes:

@@ -9,6 +9,9 @@ If the journal file cannot be written (a full disk, a file-size limit, permissio
 error) or created, the outbox keeps its operations in a
 :class:`~trackkit.memory_journal.MemoryJournal` instead, and they are still sent: a journal
 failure is never taken for a backend failure, and never loses an operation silently.
+
+A run logged to several backends at once (:mod:`trackkit.multi`) has one outbox per backend,
+each with its own writer, and puts every operation into all of them through a :class:`FanOut`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import contextlib
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trackkit import journal as jn
 from trackkit.memory_journal import MemoryJournal
@@ -105,6 +108,17 @@ class _Guarded:
 
     def discard_file(self, local: Path) -> None:
         self._call("discard_file", local)
+
+
+class Sink(Protocol):
+    """Where a run puts the operations it validated: its :class:`Outbox`, or a
+    :class:`FanOut` over several. The run holds ``lock`` while it puts."""
+
+    lock: threading.Lock
+
+    def put(self, entry: jn.Entry) -> int: ...
+
+    def put_all(self, entries: Sequence[jn.Entry]) -> int: ...
 
 
 def _remove_partial(path: Path) -> None:
@@ -369,3 +383,38 @@ class Outbox:
             for first, last in (s for s in spans if s):
                 self._disk.ack_range(first, last)
         return 0
+
+
+class FanOut:
+    """The queue of a run logged to several backends: every operation put is put into each
+    backend's outbox, in order, under that outbox's own lock.
+
+    So an operation is validated once, by the run, and each backend's writer journals and
+    delivers its copy on its own: a backend that is slow, down or refusing holds up no other.
+    ``lock`` is the run's; an outbox's own lock is taken inside it, never the other way round.
+    """
+
+    def __init__(self, outboxes: Sequence[Outbox]) -> None:
+        self.lock = threading.Lock()
+        self.outboxes = tuple(outboxes)
+
+    def put(self, entry: jn.Entry) -> int:
+        """Queue one operation in every outbox (caller holds ``lock``); return the longest
+        queue's length."""
+        size = 0
+        for outbox in self.outboxes:
+            with outbox.lock:
+                queue = outbox._queue
+                queue.append(entry)
+                if len(queue) > size:
+                    size = len(queue)
+        return size
+
+    def put_all(self, entries: Sequence[jn.Entry]) -> int:
+        """Queue operations in order in every outbox (caller holds ``lock``); return the
+        longest queue's length."""
+        size = 0
+        for outbox in self.outboxes:
+            with outbox.lock:
+                size = max(size, outbox.put_all(entries))
+        return size

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from time import time as _time
 from time import time_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trackkit import _active, _lifecycle, normalize
 from trackkit import journal as jn
@@ -31,8 +31,11 @@ from trackkit.outbox import Outbox
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from trackkit.backend import Backend, Limits
     from trackkit.entities import ModelRef, ParamValue, RunHandle
     from trackkit.memory_journal import Store
+    from trackkit.models import Signature
+    from trackkit.outbox import Sink
     from trackkit.tracker import Tracker
 
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -64,6 +67,18 @@ def _special_files(local: Path) -> list[str]:
     return found
 
 
+class Watched(Protocol):
+    """What a log call reads of its writer before it queues: a failure makes it check (and
+    report, or raise in strict mode) before logging. A :class:`~trackkit.writer.Writer`, or
+    the writers of a multi-backend run's backends."""
+
+    @property
+    def failure(self) -> BaseException | None: ...
+
+    @property
+    def journal_failure(self) -> BaseException | None: ...
+
+
 class Run:
     """One tracked run; use it as a context manager, or call :meth:`end`.
 
@@ -79,11 +94,27 @@ class Run:
         experiment: str,
         name: str | None,
         parent_id: str | None = None,
+        *,
+        limits: Limits | None = None,
+        outbox: Outbox | None = None,
+        sink: Sink | None = None,
     ) -> None:
+        """Args:
+        tracker: the tracker the run belongs to.
+        handle: the backend's run, as it started or resumed it; None for a run that exists
+            only locally until its backend is reachable.
+        experiment, name, parent_id: as ``Tracker.start_run`` was given them.
+        limits: what names and values are checked against (default: the backend's); a run
+            on several backends gives their strictest.
+        outbox: the outbox to report delivery from (default: a new one, with its journal).
+        sink: where operations are queued (default: ``outbox``); a run on several backends
+            gives a :class:`~trackkit.outbox.FanOut` over theirs.
+        """
         self.tracker = tracker
         self._backend = tracker.backend
         self._writer = tracker.writer
-        self._limits = tracker.backend.limits
+        self._watch: Watched = self._writer
+        self._limits = tracker.backend.limits if limits is None else limits
         self._max_step = self._limits.max_step
         self._max_timestamp = self._limits.max_timestamp
         # time-ordered, so journals sort in start order and a parent is replayed before its child
@@ -101,22 +132,28 @@ class Run:
         self.renames: dict[str, dict[str, str]] = {}
         self._renames_logged = 0
         self._bound = tracker.memory_bound
-        meta: dict[str, Any] = {
-            "run_id": handle.id if handle else None,
-            "local_id": local_id,
-            "experiment": self.experiment,
-            "name": name,
-            "parent_id": parent_id,
-            "backend": self._backend.name,
-            "options": self._backend.replay_options(),
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-        }
-        self.outbox = Outbox(tracker.journal_dir, local_id, meta)
+        if outbox is None:
+            meta: dict[str, Any] = {
+                "run_id": handle.id if handle else None,
+                "local_id": local_id,
+                "experiment": self.experiment,
+                "name": name,
+                "parent_id": parent_id,
+                "backend": self._backend.name,
+                "options": self._backend.replay_options(),
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+            }
+            outbox = Outbox(tracker.journal_dir, local_id, meta)
+        self.outbox = outbox
+        self._sink: Sink = outbox if sink is None else sink
         #: called with the status when the run ends, in the thread that ends it, before the
         #: wait for delivery (``trackkit.start_run`` uses it to hand the active run back)
         self.on_end: list[Callable[[str], None]] = []
-        self._lock = self.outbox.lock  # one lock guards the run's state and its queue
+        #: called with the status once the run is marked ended and its end queued (by
+        #: :meth:`close`, holding the run's lock: it must take none)
+        self.on_close: list[Callable[[str], None]] = []
+        self._lock = self._sink.lock  # one lock guards the run's state and its queue
         self.status: str | None = None
 
     def __repr__(self) -> str:
@@ -213,6 +250,11 @@ class Run:
                 finally:
                     self._lock.acquire()
             raise TrackkitError(f"run {self.id} has ended ({self.status}); start a new run to log")
+        self.check_delivery(stacklevel=5)
+
+    def check_delivery(self, stacklevel: int = 3) -> None:
+        """Warn once about the writer's failures (the backend's, the journal's), or raise them
+        in strict mode: what every log call checks before it queues."""
         writer = self._writer
         if writer.failure is not None or writer.journal_failure is not None:
             if writer.strict:
@@ -226,7 +268,7 @@ class Run:
                         "and still sent"
                     )
                 ) from (None if writer.journal_failure is None else scrub(writer.journal_failure))
-            writer.report(stacklevel=4)
+            writer.report(stacklevel=stacklevel)
 
     def _raise_failure(self, what: str) -> None:
         error = self._writer.failure
@@ -240,7 +282,7 @@ class Run:
     def _enqueue(self, ops: Sequence[jn.Entry]) -> int:
         """Queue operations (caller holds ``_lock``); return the queue's size for
         :meth:`_queue_full`, which the caller calls once it released the lock."""
-        return self.outbox.put_all(ops)
+        return self._sink.put_all(ops)
 
     def _queue_full(self, size: int) -> None:
         """Past the bound, wake the journal thread; past twice the bound, spill right here
@@ -252,13 +294,29 @@ class Run:
         else:
             self._writer.wake_journal()
 
+    def make_room(self) -> None:
+        """Apply the memory bound to what is queued now (see :meth:`_queue_full`)."""
+        self._queue_full(self.outbox.queued())
+
+    def _backends(self) -> list[Backend]:
+        """The backends the run is logged to (their limits are the run's ``_limits``)."""
+        return [self._backend]
+
+    def _limited_by(self) -> str:
+        """Whose limits names and values are checked against, for messages."""
+        names = [b.name for b in self._backends()]
+        if len(names) == 1:
+            return f"the {names[0]} backend"
+        return f"one of the backends ({', '.join(names)})"
+
     def _claim(self, kind: str, names: Mapping[str, str]) -> None:
         """Record the names a call logged; warn once about each rename (stack: user code)."""
         for key, stored in self._keys[kind].claim(names).items():
             self.renames.setdefault(kind, {})[key] = stored
-            where = RENAMES_ARTIFACT if self._backend.capabilities.artifacts else "Run.renames"
+            kept = any(b.capabilities.artifacts for b in self._backends())
+            where = RENAMES_ARTIFACT if kept else "Run.renames"
             warnings.warn(
-                f"{kind} name {key!r} has characters the {self._backend.name} backend does not "
+                f"{kind} name {key!r} has characters {self._limited_by()} does not "
                 f"allow; it is logged as {stored!r} (the mapping is kept in {where})",
                 TrackkitWarning,
                 stacklevel=4,
@@ -324,10 +382,11 @@ class Run:
         """Store an over-long value whole as an artifact; return the truncated form to log."""
         short = self._stored_text(stored, text, kind)
         if short is not None:
-            if not self._backend.capabilities.artifacts:
+            lacking = [b.name for b in self._backends() if not b.capabilities.artifacts]
+            if lacking:
                 raise InvalidInput(
-                    f"{kind[:-1]} {stored!r} is {len(text)} characters, over the "
-                    f"{self._backend.name} backend's limit, and this backend cannot store the "
+                    f"{kind[:-1]} {stored!r} is {len(text)} characters, over the limit of "
+                    f"{self._limited_by()}, and the {lacking[0]} backend cannot store the "
                     "whole value as an artifact; log it shorter"
                 )
             self.log_text(text, normalize.long_value_file(kind, stored))
@@ -359,7 +418,7 @@ class Run:
             ts = normalize.timestamp_ms(key, timestamp, self._max_timestamp)
         if step is not None and (type(step) is not int or not 0 <= step <= self._max_step):
             step = normalize.step_value(key, step, self._max_step)
-        writer = self._writer
+        writer = self._watch
         with self._lock:
             if (
                 self.status is not None
@@ -374,7 +433,7 @@ class Run:
                 step = last + 1
             if step > last:
                 self._steps[stored] = step
-            size = self.outbox.put((jn.METRIC, stored, number, step, ts, None))  # see jn.Entry
+            size = self._sink.put((jn.METRIC, stored, number, step, ts, None))  # see jn.Entry
         if size >= self._bound:
             self._queue_full(size)
         if known is None:
@@ -584,10 +643,7 @@ class Run:
             A ModelRef (with the signature and input example) to pass to
             ``Tracker.register_model`` or ``Tracker.load_model``.
         """
-        import dataclasses
-
         from trackkit import models
-        from trackkit.backend import log_model
 
         where = normalize.artifact_dir(name)
         if where is None:
@@ -603,34 +659,34 @@ class Run:
             models.encode_example(input_example)  # refuse what cannot be stored, up front
             if checked is None:
                 checked = models.infer_signature(input_example, model)
+        return self.store_model(model, where, chosen, checked, input_example)
+
+    def store_model(
+        self,
+        model: Any,
+        where: str,
+        flavor: str,
+        signature: Signature | None,
+        input_example: Any,
+    ) -> ModelRef:
+        """The second half of :meth:`log_model`, once it checked its arguments (``where``,
+        the model's place; ``flavor`` chosen; ``signature`` resolved): store the model on the
+        backend. A multi-backend run checks once, then stores on each backend's run."""
+        import dataclasses
+
+        from trackkit.backend import log_model
+
         require(self._backend, "models", "log_model", "pickle the model and use log_artifact")
         with self._lock:
             self._check_open()
         ref = call(
             self._backend,
             f"log model {where!r}",
-            lambda: log_model(self._backend, self.id, model, where, chosen, checked, input_example),
+            lambda: log_model(
+                self._backend, self.id, model, where, flavor, signature, input_example
+            ),
         )
-        return dataclasses.replace(ref, signature=checked, input_example=input_example)
-
-    # -- one backend's lane of a multi-backend run (trackkit.multi) -----------------------------
-    def check_open(self) -> None:
-        """Refuse a call on an ended run; report the writer's failures, or raise them in
-        strict mode (what every log call checks first)."""
-        with self._lock:
-            self._check_open()
-
-    def put_points(self, points: Sequence[jn.Entry]) -> None:
-        """Queue metric points (``jn.METRIC`` entries) already validated and normalized for
-        this run's backend by a multi-backend run, which called :meth:`check_open` first."""
-        with self._lock:
-            steps = self._steps
-            for _, key, _, step, _, _ in points:
-                if key is not None and step is not None and step > steps.get(key, -1):
-                    steps[key] = step
-            size = self.outbox.put_all(points)
-        if size >= self._bound:
-            self._queue_full(size)
+        return dataclasses.replace(ref, signature=signature, input_example=input_example)
 
     def logged(self) -> tuple[dict[str, str], dict[str, int]]:
         """The params logged so far (as text) and each metric's highest step (a resumed run's
@@ -657,7 +713,9 @@ class Run:
 
     def _log_renames(self) -> None:
         count = sum(len(r) for r in self.renames.values())
-        if count != self._renames_logged and self._backend.capabilities.artifacts:
+        if count != self._renames_logged and any(
+            b.capabilities.artifacts for b in self._backends()
+        ):
             self._renames_logged = count
             self.log_dict(self.renames, RENAMES_ARTIFACT)
 
@@ -693,6 +751,11 @@ class Run:
                     TrackkitWarning,
                     stacklevel=3,
                 )
+        self.await_end(status, timeout)
+
+    def await_end(self, status: str, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` (default: the tracker's ``end_timeout``) for the backend to
+        acknowledge everything, the end included; warn about what it has not (:meth:`settle`)."""
         wait = self.tracker.end_timeout if timeout is None else timeout
         try:
             delivered = self._writer.flush(self.outbox, wait)
@@ -700,14 +763,14 @@ class Run:
             _lifecycle.forget(self)
         if not (self._writer.strict and self._writer.failure is not None):
             # a journal that failed after the last logging call is still warned about once
-            self._writer.report(stacklevel=4)
+            self._writer.report(stacklevel=5)
         if self.lost:
             warnings.warn(
                 f"run {self.id} ended {status} without {self.lost} metric points: they were "
                 "dropped while neither its journal file nor the backend could take them (the "
                 "run is tagged trackkit.lost_points; see the earlier warnings for why)",
                 TrackkitWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         refused = self.outbox.refused()
         if refused:
@@ -719,7 +782,7 @@ class Run:
                     "reported here and in the log only"
                 ),
                 TrackkitWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if delivered:
             if self.rejected_at is not None:
@@ -728,7 +791,7 @@ class Run:
                     f"for good; they are kept in {self.rejected_at} (table `rejected`, with "
                     "the reasons), everything else was delivered",
                     TrackkitWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
             return
         if self._writer.strict and self._writer.failure is not None:
@@ -745,7 +808,7 @@ class Run:
             f"run {self.id} ended {status}, but the {redact(self._backend.describe())} backend "
             f"has not acknowledged all of it yet; {where}",
             TrackkitWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
     def close(self, status: str) -> bool:
@@ -756,4 +819,6 @@ class Run:
                 return False
             self.status = status
             self.outbox.put(jn.Op(jn.END, ts=int(_time() * 1000), text=status))
+            for callback in self.on_close:
+                callback(status)
         return True
