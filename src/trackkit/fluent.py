@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
     from pandas import DataFrame
 
-    from trackkit.backend import Backend
     from trackkit.entities import ModelRef, ModelVersion, RunInfo
     from trackkit.models import Signature
     from trackkit.run import Run
@@ -43,7 +42,7 @@ def get_default_tracker() -> Tracker:
         if _default is None:
             from trackkit.multi import get_tracker  # TRACKKIT_BACKEND may list several
 
-            options = {} if _tracking_uri is None else {"tracking_uri": _tracking_uri}
+            options = {} if _tracking_uri is None else _uri_options(_tracking_uri)
             _default = get_tracker(**options)
         return _default
 
@@ -60,34 +59,64 @@ def set_tracker(tracker: Tracker | None) -> None:
             _experiment = _tracking_uri = None
 
 
-def _backend_class() -> type[Backend]:
+def _uri_options(uri: str) -> dict[str, Any]:
+    """The ``get_tracker`` options that give ``uri`` to the backend ``TRACKKIT_BACKEND`` names,
+    or, when it lists several, to the one of them that takes a tracking URI.
+
+    Raises:
+        UnsupportedOperation: no backend named takes one.
+        InvalidInput: several do (which one is meant is not known).
+    """
+    from trackkit.multi import backend_names
     from trackkit.plugins import get_plugin_manager
     from trackkit.tracker import DEFAULT_BACKEND
 
-    name = os.environ.get("TRACKKIT_BACKEND") or DEFAULT_BACKEND
-    return get_plugin_manager().backend_class(name.strip())
+    names = backend_names(os.environ.get("TRACKKIT_BACKEND") or DEFAULT_BACKEND)
+    classes = {name: get_plugin_manager().backend_class(name) for name in names}
+    takers = [
+        n for n, cls in classes.items() if "tracking_uri" in inspect.signature(cls).parameters
+    ]
+    if len(names) == 1:
+        if not takers:
+            raise UnsupportedOperation(
+                f"the {names[0]} backend has no tracking URI; instead, pass its options to "
+                f"trackkit.get_tracker({names[0]!r}, ...) and use trackkit.set_tracker(tracker)"
+            )
+        return {"tracking_uri": uri}
+    example = f"trackkit.get_tracker({names!r}, {names[0]}={{...}}, ...)"
+    if not takers:
+        raise UnsupportedOperation(
+            f"none of the backends {', '.join(names)} has a tracking URI; instead, pass each "
+            f"its options, {example}, and use trackkit.set_tracker(tracker)"
+        )
+    if len(takers) > 1:
+        raise InvalidInput(
+            f"the backends {', '.join(takers)} (TRACKKIT_BACKEND) each take a tracking URI, so "
+            f"which one is meant is not known; pass each its own, {example}, and use "
+            "trackkit.set_tracker(tracker)"
+        )
+    return {takers[0]: {"tracking_uri": uri}}
 
 
 def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
     """Use the tracking service at ``uri`` for the module-level functions (MLflow's call).
 
     The default tracker is created again on its next use, on the backend ``TRACKKIT_BACKEND``
-    names, with ``tracking_uri=uri``.
+    names, with ``tracking_uri=uri``. When it names several backends
+    (``TRACKKIT_BACKEND=mlflow,wandb``), ``uri`` goes to the one that takes a tracking URI
+    (MLflow), and the others keep their own settings.
 
     Raises:
-        UnsupportedOperation: that backend takes no tracking URI (W&B and Neptune are chosen
-            with their own options: ``get_tracker("wandb", project=...)`` and ``set_tracker``).
+        UnsupportedOperation: no backend named takes a tracking URI (W&B and Neptune are
+            chosen with their own options: ``get_tracker("wandb", project=...)`` and
+            ``set_tracker``).
+        InvalidInput: several backends named take one.
         TrackkitError: a run is active (end it first).
     """
     global _default, _tracking_uri
     if not isinstance(uri, (str, os.PathLike)) or not os.fspath(uri):
         raise InvalidInput(f"tracking URI must be a non-empty string, got {uri!r}")
-    cls = _backend_class()
-    if "tracking_uri" not in inspect.signature(cls).parameters:
-        raise UnsupportedOperation(
-            f"the {cls.name} backend has no tracking URI; instead, pass its options to "
-            f"trackkit.get_tracker({cls.name!r}, ...) and use trackkit.set_tracker(tracker)"
-        )
+    _uri_options(os.fspath(uri))  # refused before anything changes
     if active_run() is not None:
         raise TrackkitError("end the active run before changing the tracking URI")
     with _lock:
@@ -98,19 +127,27 @@ def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
 
 
 def get_tracking_uri() -> str:
-    """The tracking URI the module-level functions use.
+    """The tracking URI the module-level functions use (with several backends, the one of
+    the backend that has one).
 
     Raises:
-        UnsupportedOperation: the default tracker's backend has no tracking URI.
+        UnsupportedOperation: no backend of the default tracker has a tracking URI.
     """
-    backend = get_default_tracker().backend
-    uri = getattr(backend, "tracking_uri", None)
-    if not isinstance(uri, str):
-        raise UnsupportedOperation(
-            f"the {backend.name} backend has no tracking URI; instead, see "
-            "trackkit.get_default_tracker().backend.describe()"
-        )
-    return uri
+    from trackkit.multi import MultiTracker
+
+    tracker = get_default_tracker()
+    lanes = tracker.lanes if isinstance(tracker, MultiTracker) else {"": tracker}
+    for lane in lanes.values():
+        uri = getattr(lane.backend, "tracking_uri", None)
+        if isinstance(uri, str):
+            return uri
+    names = [lane.backend.name for lane in lanes.values()]
+    which = (
+        f"the {names[0]} backend has no tracking URI"
+        if len(names) == 1
+        else f"none of the backends {', '.join(names)} has a tracking URI"
+    )
+    raise UnsupportedOperation(f"{which}; instead, see trackkit.get_default_tracker().describe()")
 
 
 def set_experiment(name: str) -> None:
