@@ -298,6 +298,36 @@ def test_strict_mode_raises_before_doing_anything(sqlite_uri: str, tmp_path: Pat
         tracker.close()
 
 
+def test_set_tracking_uri_goes_to_the_backend_that_takes_one(
+    monkeypatch: pytest.MonkeyPatch, sqlite_uri: str, tmp_path: Path
+) -> None:
+    """``TRACKKIT_BACKEND`` lists several backends: the URI goes to the one that takes a
+    tracking URI (MLflow), even when it is not the primary; the other keeps its own settings."""
+    monkeypatch.setenv("TRACKKIT_BACKEND", "example,mlflow")
+    monkeypatch.setenv("TRACKKIT_EXPERIMENT", "uri")
+    trackkit.set_tracking_uri(sqlite_uri)
+    tracker = trackkit.get_default_tracker()
+    try:
+        assert isinstance(tracker, MultiTracker) and tracker.backend_names == ["example", "mlflow"]
+        assert trackkit.get_tracking_uri() == sqlite_uri  # the MLflow backend's
+        with trackkit.start_run() as run:
+            trackkit.log_metric("m", 2.0)
+    finally:
+        tracker.close()
+    client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
+    assert [m.value for m in client.get_metric_history(run.ids["mlflow"], "m")] == [2.0]
+    default_place = ExampleFiles(tmp_path / "trackkit-example-runs")  # the example's own
+    assert default_place.points(run.ids["example"], "m") == [(0, 2.0)]
+    trackkit.set_tracker(None)
+    monkeypatch.setenv("TRACKKIT_BACKEND", "example,wandb")
+    with pytest.raises(
+        trackkit.UnsupportedOperation,
+        match="none of the backends example, wandb has a tracking URI; instead, pass each its "
+        r"options, trackkit.get_tracker\(\['example', 'wandb'\], example=\{...\}",
+    ):
+        trackkit.set_tracking_uri(sqlite_uri)
+
+
 # -- reading ---------------------------------------------------------------------------------------
 def test_reads_go_to_the_primary_or_the_backend_named(pair: MultiTracker, tmp_path: Path) -> None:
     with pair.start_run(experiment="reads", name="r") as run:
@@ -367,14 +397,78 @@ def test_a_dead_backend_costs_the_other_nothing_and_describe_shows_each_lane(
     assert line.split()[3:6] == ["failed", "0", "mlflow"] and "127.0.0.1" in line
 
 
-def test_every_public_call_is_routed_or_fanned_out() -> None:
-    """A MultiTracker and a MultiRun have no outbox or writer of their own: each public
-    method of Tracker and Run is theirs, or one built only on methods that are."""
-    inherited_run = {"ended", "log_param", "set_tag", "log_text", "log_dict", "log_figure"}
-    for base, multi, inherited in (
-        (Tracker, MultiTracker, {"backend_name"}),
-        (Run, MultiRun, inherited_run),
-    ):
-        public = {n for n in vars(base) if not n.startswith("_")}
-        missing = sorted(public - set(vars(multi)) - inherited)
-        assert missing == [], f"{multi.__name__} inherits {missing} from {base.__name__}"
+def test_a_model_one_backend_cannot_take_is_reported_each_time_and_the_others_keep_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: ExampleFiles
+) -> None:
+    """MLflow's server is down: a model cannot be journaled, so, as with MLflow alone, it is
+    not stored there (a clear report, naming the backend, for each model), while the other
+    backend stores it; an artifact is journaled for MLflow, as with MLflow alone."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    model = sklearn.LinearRegression().fit([[0.0], [1.0], [2.0]], [0.0, 2.0, 4.0])
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    tracker = trackkit.get_tracker(
+        ["mlflow", "example"],
+        mlflow={"tracking_uri": f"http://127.0.0.1:{_free_port()}"},
+        example={"root": tmp_path / "ex"},
+        flush_interval=0.05,
+        end_timeout=1,
+    )
+    runs, refs = [], []
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            for name in ("first", "second"):
+                with tracker.start_run(experiment="models", name=name) as run:
+                    refs.append(run.log_model(model))
+                    run.log_text("kept", "notes.txt")
+                runs.append(run)
+                lane = run.runs["mlflow"]  # its journal keeps the artifact for `trackkit sync`
+                assert [p.name for p in lane.journal.files_dir().rglob("*.txt")] == ["notes.txt"]
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tracker.close()
+    failed = [str(w.message) for w in warned if "failed on the mlflow backend" in str(w.message)]
+    assert len(failed) == 2, failed  # each model, not once per tracker
+    for run, message in zip(runs, failed, strict=True):
+        assert message.startswith(f"log_model('model') in run {run.id} failed on the mlflow ")
+        assert "BackendError: the mlflow" in message and "it was done on example" in message
+        assert "do it again there alone (run.runs['mlflow'])" in message
+    for run, ref in zip(runs, refs, strict=True):
+        assert (ref.backend, ref.run_id) == ("example", run.ids["example"])
+        assert tracker.load_model(ref).predict([[3.0]])[0] == pytest.approx(6.0)
+        assert files.artifact(run.ids["example"], "notes.txt") == "kept"
+        assert files.meta(run.ids["example"])["status"] == "FINISHED"
+
+
+def test_a_multi_run_is_a_run_checked_by_runs_own_code() -> None:
+    """Each rule lives once: a MultiRun is a Run whose own validation and normalization
+    (params, tags, metrics, renames, long values, the model's checks) it does not override;
+    it overrides only what each backend does on its own. A MultiTracker has no writer of its
+    own: each public Tracker method is routed or fanned out."""
+    checked_once = {
+        "log_param",
+        "log_params",
+        "log_metric",
+        "log_metrics",
+        "set_tag",
+        "set_tags",
+        "log_model",
+        "end",
+        "settle",
+        "logged",
+        "_check_open",
+        "_claim",
+        "_keep_long_value",
+        "_stored_text",
+        "_log_renames",
+        "_enqueue",
+    }
+    assert checked_once & set(vars(MultiRun)) == set()
+    each_backend = {"check_delivery", "log_artifact", "log_table", "store_model", "flush"}
+    assert each_backend | {"close", "await_end", "describe", "delivered", "lost"} <= set(
+        vars(MultiRun)
+    )
+    public = {n for n in vars(Tracker) if not n.startswith("_")}
+    missing = sorted(public - set(vars(MultiTracker)) - {"backend_name"})
+    assert missing == [], f"MultiTracker inherits {missing} from Tracker"
