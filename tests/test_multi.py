@@ -428,8 +428,10 @@ def test_a_model_one_backend_cannot_take_is_reported_each_time_and_the_others_ke
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tracker.close()
-    failed = [str(w.message) for w in warned if "failed on the mlflow backend" in str(w.message)]
+    reports = [w for w in warned if "failed on the mlflow backend" in str(w.message)]
+    failed = [str(w.message) for w in reports]
     assert len(failed) == 2, failed  # each model, not once per tracker
+    assert {w.filename for w in reports} == {__file__}  # shown at the call that lost it
     for run, message in zip(runs, failed, strict=True):
         assert message.startswith(f"log_model('model') in run {run.id} failed on the mlflow ")
         assert "BackendError: the mlflow" in message and "it was done on example" in message

@@ -381,7 +381,7 @@ class MultiTracker(Tracker):
                     f"that backend is reachable, do it again there alone ({again}[{name!r}])"
                 ),
                 TrackkitWarning,
-                stacklevel=stacklevel + 1,
+                stacklevel=stacklevel,  # the caller's: 3 from a Tracker call, 5 from a Run's
             )
         return done
 
@@ -941,33 +941,42 @@ class MultiRun(Run):
         able = self.tracker._capable(capability, operation, alternative)
         return {name: run for name, run in self.runs.items() if name in able}
 
-    def log_artifact(self, local_path: str | os.PathLike[str], path: str | None = None) -> None:
-        """``Run.log_artifact`` on every backend that stores artifacts: each uploads it, or
-        keeps a copy in its journal while its service is down. A backend that fails is
-        reported and the others go on (see :meth:`MultiTracker._each`)."""
-        lanes = self._able("artifacts", "log_artifact", "log the data as params or tags")
+    def _on_each(
+        self, capability: str, call: str, alternative: str, action: Callable[[Run], T]
+    ) -> dict[str, T]:
+        """``action`` on the run of every backend that declares ``capability`` (the others
+        reported once): a backend that fails is reported, each time, and the others go on
+        (see :meth:`MultiTracker._each`)."""
+        operation = call.split("(", 1)[0]
+        lanes = self._able(capability, operation, alternative)
         with self._lock:
             self._check_open()
-        shown = os.fspath(local_path) if isinstance(local_path, (str, os.PathLike)) else local_path
-        self.tracker._each(
+        return self.tracker._each(
             lanes,
-            f"log_artifact({shown!r}) in run {self.id}",
-            lambda _, run: run.log_artifact(local_path, path),
+            f"{call} in run {self.id}",
+            lambda _, run: action(run),
             again="run.runs",
-            stacklevel=4,
+            stacklevel=5,
+        )
+
+    def log_artifact(self, local_path: str | os.PathLike[str], path: str | None = None) -> None:
+        """``Run.log_artifact`` on every backend that stores artifacts: each uploads it, or
+        keeps a copy in its journal while its service is down, as it does alone."""
+        shown = os.fspath(local_path) if isinstance(local_path, (str, os.PathLike)) else local_path
+        self._on_each(
+            "artifacts",
+            f"log_artifact({shown!r})",
+            "log the data as params or tags",
+            lambda run: run.log_artifact(local_path, path),
         )
 
     def log_table(self, table: Any, file: str) -> None:
         """``Run.log_table`` on every backend (a native table where the backend has one)."""
-        lanes = self._able("artifacts", "log_table", "log the data as params or tags")
-        with self._lock:
-            self._check_open()
-        self.tracker._each(
-            lanes,
-            f"log_table({file!r}) in run {self.id}",
-            lambda _, run: run.log_table(table, file),
-            again="run.runs",
-            stacklevel=4,
+        self._on_each(
+            "artifacts",
+            f"log_table({file!r})",
+            "log the data as params or tags",
+            lambda run: run.log_table(table, file),
         )
 
     def store_model(
@@ -982,18 +991,13 @@ class MultiRun(Run):
         models; return the primary's ModelRef (``Tracker.register_model`` registers it on every
         backend that has it). A backend that fails (its service is down: ``BackendError``, as
         with one backend) is reported, naming it, and the others go on."""
-        tracker = self.tracker
-        able = self._able("models", "log_model", "pickle the model and use log_artifact")
-        with self._lock:
-            self._check_open()
-        refs = tracker._each(
-            able,
-            f"log_model({where!r}) in run {self.id}",
-            lambda _, run: run.store_model(model, where, flavor, signature, input_example),
-            again="run.runs",
-            stacklevel=4,
+        refs = self._on_each(
+            "models",
+            f"log_model({where!r})",
+            "pickle the model and use log_artifact",
+            lambda run: run.store_model(model, where, flavor, signature, input_example),
         )
-        tracker._remember_models(refs)
+        self.tracker._remember_models(refs)
         return refs.get(next(iter(self.runs)), MultiTracker._first(refs))
 
     # -- sending and ending ------------------------------------------------------------------------
