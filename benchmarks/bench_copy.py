@@ -1,31 +1,48 @@
 """Copy speed: `trackkit copy` into MLflow sqlite against MLflow's own `log_batch`, side by side.
 
-Run:  python benchmarks/bench_copy.py [--runs N] [--points P] [--rounds K] [--neptune]
+Run:  python benchmarks/bench_copy.py [--runs N] [--points P] [--rounds K] [--sources ...]
 
-A source MLflow sqlite store gets N runs of P points each (two metrics), written with
-`MlflowClient.log_batch`. Each round then, in one process and on fresh sqlite stores:
-- native: `MlflowClient.log_batch` writes the same runs and points (1000 metrics a call,
-  MLflow's limit), with `create_run` and `set_terminated` per run;
-- copy: `trackkit.copy_runs` copies the source store into another (reading every point back
-  with `get_metric_history`, writing them through the destination tracker's batches).
-It prints each one's best time over the rounds, points/s, and the ratio copy/native in speed
-(the goal: at least 0.8). With --neptune it also times `trackkit copy` of the same points
-written as Neptune offline runs (the command's older form).
+The same N runs of P points each (two metrics, steps 0.., one timestamp per point) are stored
+once in each source: an MLflow sqlite store (written with `MlflowClient.log_batch`) and Neptune
+offline files (written through trackkit's neptune backend, mode=offline). Each round then, in
+this one process and each on a fresh MLflow sqlite store, times one after another (the order
+turns round by round, so none always gets the warmer machine):
+
+- native: `MlflowClient.log_batch` writing the same runs and points (1000 metrics a call,
+  MLflow's limit), with `create_run` and `set_terminated` per run; the store and the
+  experiment are created before the clock starts;
+- each copy: the whole `trackkit.copy_runs(source, destination)` call and the destination
+  tracker's `close()`: listing the source's runs, reading every point back, creating the runs
+  and writing everything (the destination store is created before the clock starts, the
+  experiment inside it by the copy). Sources: `mlflow` (a tracker on the sqlite store),
+  `neptune` (a tracker on the Neptune offline data, `--from neptune -o mode=offline`),
+  `neptune-files` (the data directory read from disk, `trackkit copy PATH`).
+
+After each copy, MLflow's own client checks that every run holds every point. A round's ratio
+is native seconds / copy seconds (1.0: as fast as native `log_batch`; the goal is >= 0.8); the
+table gives the median, lowest and highest ratio over the rounds, and wall-clock and CPU
+seconds. The machine is shared: the load average is printed beside the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 T0 = 1_790_000_000_000
+SOURCES = ("mlflow", "neptune", "neptune-files")
+Data = list[list[tuple[str, float, int, int]]]
 
 
-def points_of(runs: int, points: int) -> list[list[tuple[str, float, int, int]]]:
+def points_of(runs: int, points: int) -> Data:
     """Per run: (key, value, step, timestamp) for two metrics, ``points`` points in all."""
     half = points // 2
     return [
@@ -38,9 +55,7 @@ def points_of(runs: int, points: int) -> list[list[tuple[str, float, int, int]]]
     ]
 
 
-def write_native(
-    uri: str, experiment: str, data: list[list[tuple[str, float, int, int]]]
-) -> tuple[float, float]:
+def write_native(uri: str, experiment: str, data: Data) -> tuple[float, float]:
     """Seconds (wall clock, then CPU) to write ``data`` with MlflowClient.log_batch."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -57,26 +72,8 @@ def write_native(
     return time.perf_counter() - started, time.process_time() - cpu
 
 
-def copy_once(source_uri: str, target_uri: str, journals: Path) -> tuple[float, float, int]:
-    """Seconds (wall clock, CPU) for trackkit.copy_runs from one store to another, and the
-    points copied."""
-    import trackkit
-
-    source = trackkit.get_tracker("mlflow", tracking_uri=source_uri, journal_dir=journals)
-    target = trackkit.get_tracker(
-        "mlflow", tracking_uri=target_uri, journal_dir=journals, strict=True
-    )
-    started, cpu = time.perf_counter(), time.process_time()
-    report = trackkit.copy_runs(source, target, experiments=["bench"])
-    target.close()
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    source.close()
-    if report.failed:
-        raise SystemExit(f"the copy failed: {[r.error for r in report if r.error]}")
-    return elapsed, cpu, sum(r.metric_points for r in report)
-
-
-def write_neptune(root: Path, data: list[list[tuple[str, float, int, int]]]) -> Path:
+def write_neptune(root: Path, data: Data) -> Path:
+    """The runs as Neptune offline data (trackkit's neptune backend); its directory."""
     import trackkit
 
     tracker = trackkit.get_tracker(
@@ -90,72 +87,134 @@ def write_neptune(root: Path, data: list[list[tuple[str, float, int, int]]]) -> 
     return root / ".neptune"
 
 
-def copy_neptune(data_dir: Path, target_uri: str, journals: Path) -> tuple[float, float]:
+def copy_once(source: Any, target_uri: str, journals: Path) -> tuple[float, float]:
+    """Seconds (wall clock, CPU) for ``trackkit.copy_runs`` from ``source`` (a tracker or a
+    Neptune data directory) into a fresh sqlite store, the destination's close included."""
     import trackkit
 
     target = trackkit.get_tracker(
         "mlflow", tracking_uri=target_uri, journal_dir=journals, strict=True
     )
     started, cpu = time.perf_counter(), time.process_time()
-    report = trackkit.copy_runs(data_dir, target)
+    if isinstance(source, Path):
+        report = trackkit.copy_runs(source, target)
+    else:
+        report = trackkit.copy_runs(source, target, experiments=["bench"])
     target.close()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if report.failed:
         raise SystemExit(f"the copy failed: {[r.error for r in report if r.error]}")
-    return time.perf_counter() - started, time.process_time() - cpu
+    return elapsed, cpu
+
+
+def check_copy(uri: str, data: Data) -> None:
+    """Every point of every run is in the store, read back by MLflow's own client."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("bench")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    expected = sorted(
+        sorted((k, step, v, ts) for k, v, step, ts in points)
+        for points in data  # one list per run
+    )
+    found = sorted(
+        sorted(
+            (m.key, m.step, m.value, m.timestamp)
+            for key in ("loss", "rmse")
+            for m in client.get_metric_history(run.info.run_id, key)
+        )
+        for run in runs
+    )
+    if found != expected:
+        raise SystemExit(f"the copy in {uri} does not hold the source's points")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--points", type=int, default=4000, help="points per run")
-    parser.add_argument("--rounds", type=int, default=3, help="best of this many")
-    parser.add_argument("--neptune", action="store_true", help="also Neptune offline -> MLflow")
+    parser.add_argument("--rounds", type=int, default=5, help="paired rounds")
+    parser.add_argument(
+        "--sources",
+        default=",".join(SOURCES),
+        help=f"comma-separated, of {', '.join(SOURCES)} (default: all)",
+    )
     args = parser.parse_args(argv)
+    sources = [s for s in args.sources.split(",") if s]
+    if unknown := set(sources) - set(SOURCES):
+        parser.error(f"unknown sources {sorted(unknown)}; known: {', '.join(SOURCES)}")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "false")
-    import logging
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    import trackkit
+
     data = points_of(args.runs, args.points)
     total = sum(len(p) for p in data)
-    results: dict[str, list[tuple[float, float]]] = {"native log_batch": [], "trackkit copy": []}
+    times: dict[str, list[tuple[float, float]]] = {n: [] for n in ("native", *sources)}
+    loads = []
     with tempfile.TemporaryDirectory(prefix="trackkit-bench-copy-") as tmp:
         root = Path(tmp)
         source_uri = f"sqlite:///{root / 'source.db'}"
         write_native(source_uri, "bench", data)
-        for k in range(args.rounds):
-            # alternate which goes first, so neither always gets the warmer machine
-            order = ("native", "copy") if k % 2 == 0 else ("copy", "native")
-            for which in order:
-                uri = f"sqlite:///{root / f'{which}-{k}.db'}"
-                if which == "native":
-                    results["native log_batch"].append(write_native(uri, "bench", data))
-                else:
-                    seconds, cpu, copied = copy_once(source_uri, uri, root / "journals")
-                    if copied != total:
-                        raise SystemExit(f"copied {copied} points, expected {total}")
-                    results["trackkit copy"].append((seconds, cpu))
-        if args.neptune:
+        check_copy(source_uri, data)
+        trackers = []
+        given: dict[str, Any] = {}
+        if "mlflow" in sources:
+            given["mlflow"] = trackkit.get_tracker(
+                "mlflow", tracking_uri=source_uri, journal_dir=root / "j"
+            )
+        if "neptune" in sources or "neptune-files" in sources:
             data_dir = write_neptune(root / "neptune", data)
-            results["trackkit copy, Neptune offline source"] = [
-                copy_neptune(data_dir, f"sqlite:///{root / f'neptune-{k}.db'}", root / "j")
-                for k in range(args.rounds)
-            ]
-    # the best of the rounds: the least disturbed by other work on the machine
-    wall = {name: min(t[0] for t in times) for name, times in results.items()}
-    cpu = {name: min(t[1] for t in times) for name, times in results.items()}
-    native_wall, native_cpu = wall["native log_batch"], cpu["native log_batch"]
-    print(f"{args.runs} runs x {args.points} points = {total} points, MLflow sqlite, best of "
-          f"{args.rounds} rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
+            given["neptune-files"] = data_dir
+            given["neptune"] = trackkit.get_tracker(
+                "neptune", mode="offline", data_dir=data_dir, journal_dir=root / "j"
+            )
+        trackers = [t for t in given.values() if not isinstance(t, Path)]
+        jobs: dict[str, Callable[[str], tuple[float, float]]] = {
+            "native": lambda uri: write_native(uri, "bench", data),
+            **{
+                name: (lambda uri, s=given[name]: copy_once(s, uri, root / "journals"))
+                for name in sources
+            },
+        }
+        names = list(jobs)
+        for k in range(args.rounds):
+            loads.append(os.getloadavg()[0])
+            order = names[k % len(names) :] + names[: k % len(names)]
+            for name in order:
+                uri = f"sqlite:///{root / f'{name}-{k}.db'}"
+                if name != "native":  # the store is made before the clock starts, as native's
+                    trackkit.get_tracker(
+                        "mlflow", tracking_uri=uri, journal_dir=root / "journals"
+                    ).close()
+                times[name].append(jobs[name](uri))
+                check_copy(uri, data)
+        for tracker in trackers:
+            tracker.close()
+
+    native = times["native"]
     print(
-        f"{'':40} {'seconds':>8} {'points/s':>9} {'vs native':>10} {'CPU s':>7} {'vs native':>10}"
+        f"{args.runs} runs x {args.points} points = {total} points into MLflow sqlite, "
+        f"{args.rounds} paired rounds; load average {min(loads):.1f} to {max(loads):.1f} on "
+        f"{os.cpu_count()} CPUs"
     )
-    for name in results:
+    print(
+        f"{'':34} {'median s':>9} {'points/s':>9} {'ratio: median':>14} {'lowest':>7} "
+        f"{'highest':>8} {'CPU s':>6}"
+    )
+    for name in ("native", *sources):
+        runs = times[name]
+        ratios = [n[0] / c[0] for n, c in zip(native, runs, strict=True)]
+        wall = statistics.median(t[0] for t in runs)
+        cpu = statistics.median(t[1] for t in runs)
+        label = "native log_batch" if name == "native" else f"trackkit copy from {name}"
         print(
-            f"{name:40} {wall[name]:8.2f} {total / wall[name]:9.0f} "
-            f"{native_wall / wall[name]:9.2f}x {cpu[name]:7.2f} {native_cpu / cpu[name]:9.2f}x"
+            f"{label:34} {wall:9.2f} {total / wall:9.0f} {statistics.median(ratios):13.2f}x "
+            f"{min(ratios):6.2f}x {max(ratios):7.2f}x {cpu:6.2f}"
         )
-    ratio = native_wall / wall["trackkit copy"]
-    print(f"copy / native log_batch speed ratio: {ratio:.2f} (goal >= 0.8)")
+    for name in sources:
+        ratios = [n[0] / c[0] for n, c in zip(native, times[name], strict=True)]
+        print(f"  {name} ratio per round: {' '.join(f'{r:.2f}' for r in ratios)}")
     return 0
 
 

@@ -260,3 +260,101 @@ def test_a_nested_run_keeps_its_parent_as_a_tag(sqlite_uri: str, tmp_path: Path)
     assert tags["neptune.parent_id"] == parent.id and tags["neptune.run_id"] == child.id
     assert "neptune.parent_id" not in client.get_run(results["search"].run_id).data.tags
     assert results["trial"].params == 0  # trackkit/parent_id is the link, not a param
+
+
+OUTSIDE = """
+import sys
+import neptune
+run = neptune.init_run(mode="offline", project="ws/p", name="plain")
+run["trackkit/experiment"] = "ride"
+run["artifacts/data/outside.bin"].upload(sys.argv[1])
+run["artifacts/data/inside.txt"].upload("inside.txt")
+run["loss"].append(0.5)
+run.stop()
+"""
+
+
+def test_files_outside_the_runs_folder_are_copied_only_with_outside_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run made by plain neptune code names a file outside its project folder: both forms
+    of the command leave it out, with a note; ``--outside-files`` copies it and warns, naming
+    it. What MLflow holds is read with MlflowClient."""
+    import os
+    import subprocess
+    import tempfile
+    import warnings
+
+    from mlflow.tracking import MlflowClient
+
+    from trackkit.cli import main
+    from trackkit.errors import TrackkitWarning
+
+    outside = tmp_path / "elsewhere" / "outside.bin"
+    outside.parent.mkdir()
+    outside.write_bytes(bytes(range(256)) * 3)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "inside.txt").write_text("inside")
+    done = subprocess.run(
+        [sys.executable, "-c", OUTSIDE, str(outside)],
+        cwd=project,
+        env={**os.environ, "NEPTUNE_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run_dir] = (project / ".neptune" / "offline").iterdir()
+    run_id = run_dir.name.split("__")[1]
+
+    def files(uri: str, run: str) -> dict[str, bytes]:
+        client = MlflowClient(tracking_uri=uri)
+        found = {}
+        for path in artifact_files(client, run):
+            with tempfile.TemporaryDirectory() as tmp:
+                found[path] = Path(client.download_artifacts(run, path, tmp)).read_bytes()
+        return found
+
+    data_dir = f"data_dir={project / '.neptune'}"
+    forms = {
+        "path": ["copy", str(project / ".neptune")],
+        "from": [
+            "copy",
+            "--from",
+            "neptune",
+            "-o",
+            "mode=offline",
+            "-o",
+            data_dir,
+            "--run",
+            run_id,
+        ],
+    }
+    for form, argv in forms.items():
+        uri = f"sqlite:///{tmp_path / f'{form}.db'}"
+        to = ["--to", "mlflow", "-o", f"tracking_uri={uri}", "--json"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TrackkitWarning)  # none without the flag
+            assert main([*argv, *to]) == 0, form
+        out = json.loads(capsys.readouterr().out)
+        [row] = out if form == "path" else out["runs"]
+        assert files(uri, row["run_id"]) == {"data/inside.txt": b"inside"}, form
+        if form == "path":  # the reader of the files notes what it left out, and why
+            assert any("--outside-files" in n and str(outside) in n for n in row["notes"])
+
+        uri = f"sqlite:///{tmp_path / f'{form}-trusted.db'}"
+        to = ["--to", "mlflow", "-o", f"tracking_uri={uri}", "--json"]
+        with pytest.warns(TrackkitWarning, match="outside the folder") as caught:
+            assert main([*argv, *to, "--outside-files"]) == 0, form
+        assert any(str(outside) in str(w.message) for w in caught), form
+        out = json.loads(capsys.readouterr().out)
+        [row] = out if form == "path" else out["runs"]
+        assert files(uri, row["run_id"]) == {
+            "data/inside.txt": b"inside",
+            "data/outside.bin": outside.read_bytes(),
+        }, form
+
+    # the flag belongs to Neptune offline data
+    assert main(["copy", "--from", "mlflow", "--to", "mlflow", "--outside-files"]) == 2
+    assert "--outside-files applies to Neptune offline data" in capsys.readouterr().err

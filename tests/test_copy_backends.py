@@ -19,6 +19,7 @@ import trackkit
 from trackkit import reading
 from trackkit.cli import main
 from trackkit.copy import COPY_STATE, Destination
+from trackkit.search import epoch_ms
 
 pytest.importorskip("mlflow")
 pytest.importorskip("sklearn")
@@ -61,6 +62,7 @@ def write_source(uri: str, tmp_path: Path) -> dict[str, str]:
     tracker.set_model_version_tag("ride-model", version.version, "stage", "candidate")
     tracker.set_model_alias("ride-model", "champion", version.version)
     tracker.update_registered_model("ride-model", "the ride-duration model")
+    tracker.set_registered_model_tag("ride-model", "team", "rides")
     tracker.close()
     return {"search": parent.id, "trial": child.id, "broken": failed.id}
 
@@ -117,6 +119,9 @@ def check_mlflow_copy(
         original, copy = src.get_run(source_id), copies[source_id]
         assert copy.info.run_name == name
         assert copy.info.status == original.info.status
+        # MLflow keeps run times: the source's (through a copy on W&B too, from its tags)
+        assert copy.info.start_time == original.info.start_time
+        assert copy.info.end_time == original.info.end_time
         assert copy.data.params == original.data.params
         assert _user_tags(copy.data.tags) == _user_tags(original.data.tags)
         assert copy.data.tags[COPY_STATE] == "complete"
@@ -149,13 +154,16 @@ def _load(client: Any, model_id: str) -> Any:
         return mlflow.sklearn.load_model(local)
 
 
-def check_registry_copy(copy_uri: str, trial_copy: str) -> None:
-    """The registered model points at ``trial_copy``, the copy of the run that logged it."""
+def check_registry_copy(copy_uri: str, trial_copy: str, model_tags: bool = True) -> None:
+    """The registered model points at ``trial_copy``, the copy of the run that logged it.
+    ``model_tags``: the model's own tags came along (not through W&B, whose Registry
+    collections hold none)."""
     from mlflow.tracking import MlflowClient
 
     dst = MlflowClient(tracking_uri=copy_uri)
     model = dst.get_registered_model("ride-model")
     assert model.description == "the ride-duration model"
+    assert model.tags == ({"team": "rides"} if model_tags else {})
     [version] = dst.search_model_versions("name = 'ride-model'")
     assert version.run_id == trial_copy
     assert version.description == "first"
@@ -475,6 +483,12 @@ def test_mlflow_to_wandb_offline_checked_with_wandbs_reader(
     tags = reader.tags(trial)
     assert {k: tags[k] for k in original.tags} == original.tags
     assert tags["trackkit.source.run_id"] == ids["trial"] and tags[COPY_STATE] == "complete"
+    # W&B cannot set a run's times: the source's are in tags (read back on the way home)
+    assert original.start_time is not None and original.end_time is not None
+    assert tags["trackkit.source.start_time"] == original.start_time.isoformat(
+        timespec="milliseconds"
+    )
+    assert tags["trackkit.source.end_time"] == original.end_time.isoformat(timespec="milliseconds")
     for key in ("loss", "shuffled"):
         expected = [(p.step, p.value) for p in src.get_metric_history(ids["trial"], key)]
         assert sorted(reader.metric_points(trial, key)) == sorted(expected), key
@@ -515,7 +529,9 @@ def test_the_round_trip_mlflow_wandb_mlflow_keeps_everything(
     returned = {r.source_id: r.run_id for r in report}
     copy_ids = {r.source_id: returned[r.run_id] for r in there if r.run_id}
     check_mlflow_copy(uri, back_uri, ids, copy_ids)
-    check_registry_copy(back_uri, copy_ids[ids["trial"]])
+    check_registry_copy(back_uri, copy_ids[ids["trial"]], model_tags=False)
+    [model] = there.models  # the model's tags could not be kept on W&B: the report says so
+    assert any("tags (team) are not copied" in note for note in model.notes), model.notes
     again = trackkit.copy_runs(wandb, back, models=True)
     assert [r.outcome for r in again] == ["skipped"] * 3
     assert [(m.created, m.skipped) for m in again.models] == [((), (1,))]
@@ -565,6 +581,12 @@ def test_neptune_offline_to_mlflow_through_the_read_side(
     assert trial.data.tags["developer"] == "ana"
     assert trial.data.tags["trackkit.source.run_id"] == run.id
     assert trial.data.tags["mlflow.parentRunId"] == rows["search"]["run_id"]
+    # the source's times (trackkit/start_time, trackkit/end_time in Neptune's offline log)
+    reread = trackkit.get_tracker("neptune", mode="offline", data_dir=data_dir)
+    original = reread.get_run(run.id)
+    reread.close()
+    assert trial.info.start_time == epoch_ms(original.start_time)
+    assert trial.info.end_time == epoch_ms(original.end_time)
     assert _history(client, trial.info.run_id, "loss") == [
         (3 * i, 1.0 / (i + 1), T0 + i) for i in range(1200)
     ]

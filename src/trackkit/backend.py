@@ -63,6 +63,13 @@ class Capabilities:
     list_experiments: bool = False
     #: the registered models, with their descriptions, aliases, latest versions and tags
     list_registered_models: bool = False
+    #: a run keeps start and end times it is given (``start_run(start_time=...)``,
+    #: ``end_run(end_time=...)``) and reads them back as ``RunInfo.start_time``/``end_time``;
+    #: what ``trackkit copy`` keeps a source run's times with
+    run_times: bool = False
+    #: a registered model holds tags of its own (``set_registered_model_tag``), read back in
+    #: ``RegisteredModel.tags``
+    registered_model_tags: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -123,11 +130,19 @@ class Backend(ABC):
         = None`` (a backend run id): the new run is a child of that run. The core passes it
         only when a parent is given, and only to such a backend (see :func:`start_run`), so a
         backend without nested runs keeps this signature and its type checks unchanged.
+
+        Likewise, a backend that declares ``run_times`` takes the keyword ``start_time: int |
+        None = None``: the new run's start time in milliseconds since the epoch (default: now).
         """
 
     @abstractmethod
     def end_run(self, run_id: str, status: str) -> None:
-        """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED)."""
+        """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED).
+
+        A backend that declares ``run_times`` also takes the keyword ``end_time: int | None =
+        None`` (milliseconds since the epoch; default: now), also for a run that has ended
+        already: its status and end time are then set again (see :func:`end_run`).
+        """
 
     @abstractmethod
     def log_batch(
@@ -173,6 +188,18 @@ class Backend(ABC):
         An empty list when the run has no such metric; NotFound when there is no such run.
         """
         raise self.unsupported("get_metric_history", "read each metric's latest value (get_run)")
+
+    def get_metric_histories(
+        self, run_id: str, keys: Sequence[str]
+    ) -> dict[str, list[MetricPoint]]:
+        """Every stored point of each metric of ``keys`` in the run, in any order, by key
+        (``metric_history``); a key without points maps to an empty list.
+
+        What a copier reads a run's metrics with. The default asks :meth:`get_metric_history`
+        once per key; a backend that can read them all at once (MLflow's database stores: one
+        query a run) overrides it.
+        """
+        return {key: self.get_metric_history(run_id, key) for key in keys}
 
     def list_artifacts(self, run_id: str, path: str) -> list[ArtifactInfo]:
         """The entries directly under ``path`` (``""``: the run's root), with run-relative
@@ -313,6 +340,13 @@ class Backend(ABC):
             "set_model_version_tag", "describe the version with update_model_version"
         )
 
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        """Set the tag ``key`` of the registered model ``name`` to ``value`` (text;
+        ``registered_model_tags``). NotFound when there is no such model."""
+        raise self.unsupported(
+            "set_registered_model_tag", "tag each version (set_model_version_tag)"
+        )
+
     def model_details(self, uri: str) -> tuple[str | None, Signature | None, Any]:
         """The flavor, signature and input example of the model at ``uri``, for a backend that
         stores models in its own format (MLflow). The default, ``(None, None, None)``, means
@@ -387,18 +421,42 @@ def start_run(
     name: str | None,
     run_id: str | None,
     parent_id: str | None = None,
+    start_time: int | None = None,
 ) -> RunHandle:
-    """Start a run on ``backend``; with ``parent_id``, a child run (``nested_runs`` only).
+    """Start a run on ``backend``; with ``parent_id``, a child run (``nested_runs`` only); with
+    ``start_time`` (ms), a run that started then (``run_times`` only).
 
     Raises:
-        UnsupportedOperation: a parent is given and the backend does not declare nested runs.
+        UnsupportedOperation: a parent or a start time is given and the backend does not
+            declare nested runs, or run times.
     """
-    if parent_id is None:
+    keywords: dict[str, Any] = {}
+    if parent_id is not None:
+        require(backend, "nested_runs", "start_run(parent=...)", "tag the run with its parent's id")
+        keywords["parent_id"] = parent_id
+    if start_time is not None:
+        require(backend, "run_times", "start_run(start_time=...)", "keep the time in a tag")
+        keywords["start_time"] = start_time
+    if not keywords:
         return backend.start_run(experiment, name, run_id)
-    require(backend, "nested_runs", "start_run(parent=...)", "tag the run with its parent's id")
-    nested: Any = backend  # the keyword is part of the contract only for nested_runs backends
-    handle: RunHandle = nested.start_run(experiment, name, run_id, parent_id=parent_id)
+    extended: Any = backend  # the keywords are part of the contract only for such backends
+    handle: RunHandle = extended.start_run(experiment, name, run_id, **keywords)
     return handle
+
+
+def end_run(backend: Backend, run_id: str, status: str, end_time: int | None = None) -> None:
+    """End a run on ``backend``; with ``end_time`` (ms), at that time (``run_times`` only; the
+    run may have ended already: its status and end time are set again).
+
+    Raises:
+        UnsupportedOperation: an end time is given and the backend does not declare run times.
+    """
+    if end_time is None:
+        backend.end_run(run_id, status)
+        return
+    require(backend, "run_times", "end_run(end_time=...)", "keep the time in a tag")
+    extended: Any = backend  # the keyword is part of the contract only for run_times backends
+    extended.end_run(run_id, status, end_time=end_time)
 
 
 def log_model(

@@ -6,7 +6,8 @@
     trackkit plugins [--json]    # each plugin: distribution, version, blocked?
     trackkit sync [--dir DIR] [--backend NAME] [-o KEY=VALUE] [--trust-journal-address]
     trackkit copy --from NAME [-o K=V] --to NAME [-o K=V] [--experiment E] [--run ID] [--models]
-                  [--into E] [--dry-run] [--quiet] [--json]   # or: copy NEPTUNE_PATH --to NAME
+                  [--into E] [--dry-run] [--quiet] [--json] [--outside-files]
+                                                    # or: copy NEPTUNE_PATH --to NAME
     trackkit runs [EXPERIMENT ...] [--filter F] [--order-by K] [--columns C] [--max N]
     trackkit compare RUN_ID [RUN_ID ...] [--only-changed]
     trackkit history RUN_ID KEY      # each: [--backend NAME] [-o KEY=VALUE] [--format F]
@@ -290,6 +291,14 @@ def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
         raise InvalidInput("with a Neptune offline path, --experiment is the destination: use one")
     if args.source is None and args.include_system:
         raise InvalidInput("--include-system applies to Neptune offline data (a path) only")
+    from_options = dict(args.from_options)
+    if args.outside_files:
+        if args.source is None and args.source_backend != "neptune":
+            raise InvalidInput(
+                "--outside-files applies to Neptune offline data: a path, or --from neptune"
+            )
+        if args.source is None:
+            from_options["outside_files"] = True
     # the copy can always be done again (it resumes), so it needs no journal for replay: the
     # destination's journals go to a directory of their own, and a failure is an error
     with tempfile.TemporaryDirectory(prefix="trackkit-copy-") as journals:
@@ -299,9 +308,7 @@ def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
         source: Any = args.source
         try:
             if source is None:
-                source = get_tracker(
-                    args.source_backend, journal_dir=journals, **dict(args.from_options)
-                )
+                source = get_tracker(args.source_backend, journal_dir=journals, **from_options)
             legacy = args.source is not None
             into = args.into or (args.experiments[0] if legacy and args.experiments else None)
             with contextlib.redirect_stdout(sys.stderr):  # what SDKs print is not the report
@@ -315,6 +322,7 @@ def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
                     dry_run=args.dry_run,
                     progress=False if args.quiet else None,
                     include_system=args.include_system,
+                    outside_files=args.outside_files and args.source is not None,
                 )
         finally:
             if args.source is None and not isinstance(source, (str, type(None))):
@@ -647,6 +655,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-system",
         action="store_true",
         help="Neptune offline data: also copy sys/, monitoring/ and source_code/ fields",
+    )
+    copy_cmd.add_argument(
+        "--outside-files",
+        action="store_true",
+        help="Neptune offline data (a path, or --from neptune): also copy the files a run's "
+        "logs name outside the folder it was made in; only for data you trust (an offline "
+        "directory from elsewhere could name any file). A warning names each file read so",
     )
     copy_cmd.add_argument("--json", action="store_true", help="print JSON")
     copy_cmd.set_defaults(run=cmd_copy)

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from trackkit import normalize
 from trackkit.backend import call
+from trackkit.backend import end_run as end_backend_run
 from trackkit.entities import Metric
 from trackkit.errors import InvalidInput, NotFound, TrackkitError
+from trackkit.search import epoch_ms
 
 if TYPE_CHECKING:
     from trackkit.entities import ModelRef, RunInfo
@@ -95,8 +97,8 @@ class SourceRun:
     tags: dict[str, str] = field(default_factory=dict)
     #: artifact path (``dir/name``) -> its content
     files: dict[str, FileSource] = field(default_factory=dict)
-    #: the source's times, kept as the tags ``trackkit.source.start_time``/``end_time``
-    #: (the destination run has the times of the copy: a Tracker sets them)
+    #: the source's times: the copy's own where the destination keeps run times
+    #: (``run_times``), and the tags ``trackkit.source.start_time``/``end_time`` everywhere
     start_time: datetime | None = None
     end_time: datetime | None = None
     #: what the reader renamed, skipped or could not read, one line each
@@ -149,8 +151,52 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def source_times(source: SourceRun) -> tuple[datetime | None, datetime | None]:
+    """The start and end times a copy of ``source`` keeps.
+
+    The source run's own, unless it is itself a copy whose tags hold the times of the run it
+    was copied from (``trackkit.source.start_time``/``end_time``): a backend that cannot set
+    run times (W&B, Neptune) gave it the time of that copy, so the tags are the real ones, and
+    a copy of a copy (MLflow to W&B and back) keeps the first run's times.
+    """
+    start = _parse_time(source.tags.get(SOURCE_START)) or source.start_time
+    end = _parse_time(source.tags.get(SOURCE_END)) or source.end_time
+    return start, end
+
+
 def _safe_model_name(name: str) -> str:
     return name.replace("/", "-")
+
+
+@dataclass
+class Copying:
+    """A copy under way, between :meth:`Destination.start` and :meth:`Destination.finish`:
+    its run holds its params and tags; what remains to write is here."""
+
+    source: SourceRun
+    target: str  # the destination experiment
+    run: Run | None
+    resumed: bool
+    status: str  # the status the copy ends with
+    params: dict[str, Any]
+    metrics: dict[str, list[tuple[int, float, int | None]]]
+    files: dict[str, FileSource]
+    notes: list[str]
+    #: (step, timestamp) of the points an unfinished copy holds already, by metric
+    have: dict[str, Counter[tuple[int, int]]] = field(default_factory=dict)
+    #: the source's end time (ms), set once the run ended, where the destination keeps it
+    end_time: int | None = None
+    models: int = 0
 
 
 class Destination:
@@ -230,34 +276,40 @@ class Destination:
 
         The new run has the source's name, params, every metric point at its step (with its
         timestamp), tags, files and models; its status is kept, and a run that never ended is
-        ended ``KILLED``. If writing fails, the run is ended ``FAILED``, stays tagged
-        ``trackkit.copy=partial`` (a later copy finishes it) and the error is reported.
+        ended ``KILLED``. Its start and end times are the source's where the destination keeps
+        run times (``run_times``); they are also in the tags ``trackkit.source.start_time`` and
+        ``trackkit.source.end_time``. If writing fails, the run is ended ``FAILED``, stays
+        tagged ``trackkit.copy=partial`` (a later copy finishes it) and the error is reported.
+
+        :meth:`start` then :meth:`finish`, in one go.
+        """
+        begun = self.start(source)
+        return begun if isinstance(begun, CopyResult) else self.finish(begun)
+
+    def start(self, source: SourceRun) -> CopyResult | Copying:
+        """The first half of :meth:`write`: find an earlier copy, then start the run (or
+        resume the unfinished copy) with its params and tags, delivered before any of its data.
+
+        Returns the result at once for a run copied before, a dry run or a failure; else the
+        copy under way, for :meth:`finish`. A copier may start the next run while it finishes
+        this one (``trackkit.copy_runs`` does, from another thread).
         """
         target = self._target(source)
         notes = list(source.notes)
         earlier = self._earlier(target, source.backend, source.id) if source.backend else []
         complete = [r for r in earlier if r.tags.get(COPY_STATE) == "complete"]
         partial = [r for r in earlier if r.tags.get(COPY_STATE) != "complete"]
-        counts: dict[str, Any] = {
-            "params": len(source.params),
-            "metric_points": source.points,
-            "tags": len(source.tags),
-            "files": len(source.files),
-        }
         if complete:
             done = complete[0]
             self.run_ids[(source.backend, source.id)] = done.id
-            return CopyResult(
-                source_id=source.id,
+            return self._result(
+                source,
+                target,
                 run_id=done.id,
-                name=source.name,
-                experiment=target,
                 status=done.status,
-                notes=tuple(notes),
+                notes=notes,
                 outcome="skipped",
                 models=self._map_models(source, done.id),
-                source_backend=source.backend,
-                **counts,
             )
         caps = self.tracker.backend.capabilities
         resume = partial[0] if partial and caps.resume and caps.metric_history else None
@@ -268,19 +320,50 @@ class Destination:
                 "read metric history): the run is copied again; delete the unfinished one"
             )
         if self.dry_run:
-            return CopyResult(
-                source_id=source.id,
+            return self._result(
+                source,
+                target,
                 run_id=None if resume is None else resume.id,
-                name=source.name,
-                experiment=target,
                 status=source.status,
-                notes=tuple(notes),
+                notes=notes,
                 outcome="would resume" if resume is not None else "would copy",
                 models=len(source.models),
-                source_backend=source.backend,
-                **counts,
             )
-        return self._copy(source, target, resume, notes)
+        return self._start(source, target, resume, notes)
+
+    def _result(
+        self,
+        source: SourceRun,
+        target: str,
+        *,
+        run_id: str | None,
+        status: str,
+        notes: list[str],
+        outcome: str,
+        models: int = 0,
+        error: str | None = None,
+        copying: Copying | None = None,
+    ) -> CopyResult:
+        """The result for ``source``; counts from what a copy under way kept, else the source."""
+        params = source.params if copying is None else copying.params
+        metrics = source.metrics if copying is None else copying.metrics
+        files = source.files if copying is None else copying.files
+        return CopyResult(
+            source_id=source.id,
+            run_id=run_id,
+            name=source.name,
+            experiment=target,
+            status=status,
+            params=len(params),
+            metric_points=sum(len(p) for p in metrics.values()),
+            tags=len(source.tags),
+            files=len(files),
+            notes=tuple(notes),
+            error=error,
+            outcome=outcome,
+            models=models,
+            source_backend=source.backend,
+        )
 
     def _parent(self, source: SourceRun, target: str, notes: list[str]) -> str | None:
         if not source.parent_id:
@@ -306,17 +389,16 @@ class Destination:
             parent = None
         return parent
 
-    def _copy(
+    def _start(
         self, source: SourceRun, target: str, resume: RunInfo | None, notes: list[str]
-    ) -> CopyResult:
-        params, files = dict(source.params), dict(source.files)
-        metrics = {k: list(v) for k, v in source.metrics.items()}
+    ) -> CopyResult | Copying:
         tags = dict(source.tags)
         if source.backend:
             tags.update({SOURCE_BACKEND: source.backend, SOURCE_RUN: source.id})
             if source.experiment:
                 tags[SOURCE_EXPERIMENT] = source.experiment
-        for key, moment in ((SOURCE_START, source.start_time), (SOURCE_END, source.end_time)):
+        started, ended = source_times(source)
+        for key, moment in ((SOURCE_START, started), (SOURCE_END, ended)):
             text = _iso(moment)
             if text is not None:
                 tags[key] = text
@@ -326,55 +408,98 @@ class Destination:
         status = source.status if source.status in ENDED else "KILLED"
         if status != source.status:
             notes.append(f"the run was still {source.status}; it is ended KILLED")
-        run: Run | None = None
-        error = None
-        copied_models = 0
+        keeps_times = self.tracker.backend.capabilities.run_times
+        copying = Copying(
+            source=source,
+            target=target,
+            run=None,
+            resumed=resume is not None,
+            status=status,
+            params=dict(source.params),
+            metrics={k: list(v) for k, v in source.metrics.items()},
+            files=dict(source.files),
+            notes=notes,
+            end_time=epoch_ms(ended) if keeps_times else None,
+        )
         try:
             if resume is not None:
-                run = self.tracker.start_run(run_id=resume.id)
-                run.set_tags(tags)
-                have = self._stored_points(resume.id)
+                copying.run = self.tracker.start_run(run_id=resume.id)
+                copying.run.set_tags(tags)
+                copying.have = self._stored_points(resume.id)
             else:
-                parent = self._parent(source, target, notes)
-                run = self.tracker.start_run(
-                    experiment=target, name=source.name, tags=tags, parent=parent
+                copying.run = self.tracker.start_run(
+                    experiment=target,
+                    name=source.name,
+                    tags=tags,
+                    parent=self._parent(source, target, notes),
+                    start_time=epoch_ms(started) if keeps_times else None,
                 )
-                have = {}
-            self.run_ids[(source.backend, source.id)] = run.id
-            self._params(run, params, notes)
-            self._metrics(run, metrics, have, notes)
-            self._files(run, files)
-            copied_models = self._models(run, source, resume is not None, notes)
+            self.run_ids[(source.backend, source.id)] = copying.run.id
+            self._params(copying.run, copying.params, notes)
+            if copying.run.outbox.run_id is not None:
+                # what names the copy (its source, ``partial``) reaches the backend before any
+                # of its data, which then goes straight to the backend (see _metrics)
+                copying.run.flush()
+        except Exception as e:
+            return self._failed(copying, e)
+        return copying
+
+    def finish(self, copying: Copying) -> CopyResult:
+        """The second half of :meth:`write`: the metric points, files and models of a copy
+        :meth:`start` began, then ``trackkit.copy=complete`` and the run's end."""
+        run, source, notes = copying.run, copying.source, copying.notes
+        assert run is not None
+        error = None
+        try:
+            self._metrics(run, copying.metrics, copying.have, notes)
+            self._files(run, copying.files)
+            copying.models = self._models(run, source, copying.resumed, notes)
             run.set_tag(COPY_STATE, "complete")
-            run.end(status)
+            run.end(copying.status)
             if not run.delivered:
                 error = (
                     f"the {self.tracker.backend.describe()} backend has not acknowledged all of "
                     "the copy yet; copy again to finish it"
                 )
+            elif copying.end_time is not None:
+                backend, end = self.tracker.backend, copying.end_time
+                call(
+                    backend,
+                    f"set the end time of run {run.id}",
+                    lambda: end_backend_run(backend, run.id, copying.status, end),
+                )
         except Exception as e:
-            error = f"{type(e).__name__}: {e}"
-            if run is not None and not run.ended:
-                try:
-                    run.end("FAILED")
-                except TrackkitError as end_error:
-                    notes.append(f"could not end the destination run: {end_error}")
-        outcome = "failed" if error else ("resumed" if resume is not None else "copied")
-        return CopyResult(
-            source_id=source.id,
-            run_id=None if run is None else run.id,
-            name=source.name,
-            experiment=run.experiment if run is not None else target,
-            status=status if error is None else "FAILED",
-            params=len(params),
-            metric_points=sum(len(p) for p in metrics.values()),
-            tags=len(source.tags),
-            files=len(files),
-            notes=tuple(notes),
+            return self._failed(copying, e)
+        return self._result(
+            source,
+            run.experiment,
+            run_id=run.id,
+            status=copying.status if error is None else "FAILED",
+            notes=notes,
+            outcome="failed" if error else ("resumed" if copying.resumed else "copied"),
+            models=copying.models,
             error=error,
-            outcome=outcome,
-            models=copied_models,
-            source_backend=source.backend,
+            copying=copying,
+        )
+
+    def _failed(self, copying: Copying, e: Exception) -> CopyResult:
+        """End a copy that failed ``FAILED`` (it stays ``partial``); its result."""
+        run, notes = copying.run, copying.notes
+        if run is not None and not run.ended:
+            try:
+                run.end("FAILED")
+            except TrackkitError as end_error:
+                notes.append(f"could not end the destination run: {end_error}")
+        return self._result(
+            copying.source,
+            copying.target if run is None else run.experiment,
+            run_id=None if run is None else run.id,
+            status="FAILED",
+            notes=notes,
+            outcome="failed",
+            models=copying.models,
+            error=f"{type(e).__name__}: {e}",
+            copying=copying,
         )
 
     def _stored_points(self, run_id: str) -> dict[str, Counter[tuple[int, int]]]:
@@ -413,15 +538,14 @@ class Destination:
 
         Points go to the backend's ``log_batch`` directly, in batches of its limits, from
         this thread: a copy can always be done again, so they need no journal (a failure
-        fails the run, and copying again finishes it). A run the backend has not created
+        fails the run, and copying again finishes it). The run's own queue was delivered
+        before (:meth:`_start`), so they follow its tags. A run the backend has not created
         yet takes them through the Run instead.
         """
         backend = self.tracker.backend
         limits = backend.limits
         rules = normalize.KeyRules(limits)
         direct = run.outbox.run_id is not None
-        if direct:
-            run.flush()  # the run's own queue is sent first: one sender at a time
         size = max(1, min(limits.batch_metrics or 1000, limits.batch_total or 1000))
         batch: list[Metric] = []
 

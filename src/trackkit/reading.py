@@ -153,13 +153,15 @@ def source_run(tracker: Tracker, info: RunInfo) -> SourceRun:
         backend=backend.name,
         parent_id=info.parent_id,
     )
-    for key in sorted(info.metrics):
-        points = call(
-            backend,
-            f"read metric {key!r} of run {info.id}",
-            lambda key=key: backend.get_metric_history(info.id, key),  # type: ignore[misc]
-        )
-        run.metrics[key] = sorted((p.step, p.value, p.timestamp) for p in points)
+    keys = sorted(info.metrics)
+    histories = call(
+        backend,
+        f"read the metrics of run {info.id}",
+        lambda: backend.get_metric_histories(info.id, keys),
+    )
+    for key in keys:
+        # a point is (step, value, timestamp) already: sorted by step, then as stored
+        run.metrics[key] = sorted(histories.get(key, ()))
     caps = backend.capabilities
     refs: list[ModelRef] = []
     if caps.models:

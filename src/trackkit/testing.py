@@ -837,6 +837,32 @@ class ConformanceSuite:
         both = tracker.get_metric_histories(run.id, output_format="dict")
         assert list(both[run.id]) == ["acc", "loss"] and both[run.id]["loss"] == history
 
+    def test_metric_histories_of_a_run_at_once(self, tracker: Tracker, reader: Reader) -> None:
+        """``Backend.get_metric_histories``, what a copier reads a run's metrics with: every
+        point of each key asked for, as ``get_metric_history`` gives them."""
+        self._skip_unless(tracker, "metric_history")
+        base = 1_700_000_000_000
+        with self._run(tracker) as run:
+            for step in (3, 0, 2, 1):
+                run.log_metric("loss", 1.0 / (step + 1), step=step, timestamp=base + step)
+            run.log_metric("loss", 0.75, step=0, timestamp=base + 99)  # two points at step 0
+            run.log_metric("acc", math.nan, step=4, timestamp=base)
+            run.log_metric("other", 1.0)
+        backend = tracker.backend
+        found = backend.get_metric_histories(run.id, ["loss", "acc", "missing"])
+        assert set(found) == {"loss", "acc", "missing"} and found["missing"] == []
+        assert sorted(found["loss"]) == sorted(backend.get_metric_history(run.id, "loss"))
+        assert sorted((p.step, p.value) for p in found["loss"]) == sorted(
+            reader.metric_points(run.id, "loss")
+        )
+        assert sorted((p.step, p.timestamp) for p in found["loss"]) == [
+            (0, base), (0, base + 99), (1, base + 1), (2, base + 2), (3, base + 3)
+        ]  # fmt: skip
+        [(step, value, stamp)] = found["acc"]
+        assert (step, stamp) == (4, base) and math.isnan(value)
+        with pytest.raises(NotFound):
+            backend.get_metric_histories("no-such-run", ["loss"])
+
     def test_metric_histories_as_a_frame(self, tracker: Tracker) -> None:
         self._skip_unless(tracker, "metric_history")
         pytest.importorskip("pandas", reason="output_format='pandas' needs pandas")
@@ -880,6 +906,33 @@ class ConformanceSuite:
             local = tracker.download_artifacts(run.id, "data", tmp_path / "copy")
             assert (Path(local) / "inner" / "b.txt").read_bytes() == b"bb"
 
+    def test_artifacts_download_byte_identical(
+        self, tracker: Tracker, reader: Reader, tmp_path: Path
+    ) -> None:
+        """What a copier reads: every file listed with its size, and downloaded byte for byte
+        (binary content, a file in a nested directory, an empty file)."""
+        self._skip_unless(tracker, "list_artifacts")
+        self._skip_unless(tracker, "download_artifacts")
+        folder = tmp_path / "blobs"
+        (folder / "inner").mkdir(parents=True)
+        contents = {
+            "blobs/all-bytes.bin": bytes(range(256)) * 33,
+            "blobs/inner/crlf.txt": b"line\r\nnext\r\n\x00end",
+            "blobs/empty.bin": b"",
+        }
+        for path, content in contents.items():
+            (tmp_path / path).write_bytes(content)
+        with self._run(tracker) as run:
+            run.log_artifact(folder, "data")
+        stored = {f"data/{p}" for p in contents}
+        assert stored <= reader.artifact_files(run.id)
+        listed = {e.path: e for e in tracker.list_artifacts(run.id, recursive=True)}
+        for path, content in contents.items():
+            entry = listed[f"data/{path}"]
+            assert not entry.is_dir and entry.size in (len(content), None), entry
+            local = tracker.download_artifacts(run.id, f"data/{path}", tmp_path / "dl" / path)
+            assert Path(local).read_bytes() == content, path
+
     def test_list_experiments(self, tracker: Tracker) -> None:
         self._skip_unless(tracker, "list_experiments")
         for experiment in (self.experiment, f"{self.experiment}-other"):
@@ -888,6 +941,98 @@ class ConformanceSuite:
         names = tracker.list_experiments()
         assert {self.experiment, f"{self.experiment}-other"} <= set(names)
         assert names == sorted(names)
+
+    def test_list_models_of_a_run(self, tracker: Tracker) -> None:
+        """``Backend.list_models``: the models a run logged (what a copier copies as models),
+        each with a URI that loads it; none for a run without models."""
+        from trackkit.backend import Backend
+
+        backend = tracker.backend
+        if not backend.capabilities.models:
+            pytest.skip(f"the {backend.name} backend stores no models")
+        if type(backend).list_models is Backend.list_models:
+            self._skip_unless(tracker, "list_artifacts")  # what the default finds them with
+        pipeline, rows = _fitted_pipeline()
+        with self._run(tracker) as run:
+            run.log_text("not a model", "notes/readme.txt")
+            ref = run.log_model(pipeline, "model")
+        with self._run(tracker) as plain:
+            plain.log_text("no model here", "notes/readme.txt")
+        [found] = backend.list_models(run.id)
+        assert (found.name, found.run_id, found.backend) == ("model", run.id, backend.name)
+        loaded = tracker.load_model(found.uri)
+        assert list(loaded.predict(rows)) == list(pipeline.predict(rows))
+        assert tracker.load_model(ref.uri) is not None
+        assert backend.list_models(plain.id) == []
+
+    def test_run_times(self, tracker: Tracker) -> None:
+        """A run started and ended at given times keeps them (``run_times``); elsewhere a
+        start time is refused."""
+        from datetime import datetime, timezone
+
+        from trackkit.backend import end_run
+
+        started, ended = 1_600_000_000_123, 1_600_000_360_456
+        if not tracker.backend.capabilities.run_times:
+            with pytest.raises(UnsupportedOperation, match="start_time"):
+                self._run(tracker, start_time=started)
+            return
+        with self._run(tracker, start_time=started) as run:
+            run.log_metric("m", 1.0)
+        end_run(tracker.backend, run.id, "FAILED", end_time=ended)
+        info = tracker.get_run(run.id)
+        assert epoch_ms(info.start_time) == started and epoch_ms(info.end_time) == ended
+        assert info.status == "FAILED"
+        moment = datetime(2021, 5, 4, 3, 2, 1, 7000, tzinfo=timezone.utc)
+        with self._run(tracker, start_time=moment) as other:
+            other.log_metric("m", 1.0)
+        assert tracker.get_run(other.id).start_time == moment
+        with pytest.raises(InvalidInput, match="start_time"):
+            self._run(tracker, start_time=-5)
+
+    def test_registered_models_read_back_whole(self, tracker: Tracker, reader: Reader) -> None:
+        """What a copier reads of the registry: every model with its description, aliases,
+        latest version and tags; each version with its run, description and tags."""
+        if not tracker.backend.capabilities.registry:
+            pytest.skip(f"the {tracker.backend.name} backend has no registry")
+        if (
+            not tracker.backend.capabilities.list_registered_models
+            and tracker.backend.offline_registry() is None
+        ):
+            self._skip_unless(tracker, "list_registered_models")
+        pipeline, _ = _fitted_pipeline()
+        with self._run(tracker) as run:
+            ref = run.log_model(pipeline)
+        first = tracker.register_model(ref, "ride-whole", description="first")
+        second = tracker.register_model(ref, "ride-whole")
+        tracker.update_registered_model("ride-whole", "the ride model")
+        tracker.set_model_version_tag("ride-whole", second.version, "reviewed", "yes")
+        tracker.set_model_alias("ride-whole", "champion", second.version)
+        if tracker.backend.capabilities.registered_model_tags:
+            tracker.set_registered_model_tag("ride-whole", "team", "rides")
+            tracker.set_registered_model_tag("ride-whole", "team", "pricing")  # changed
+            tracker.set_registered_model_tag("ride-whole", "owner", "ana")
+            tags = {"owner": "ana", "team": "pricing"}
+        else:
+            with pytest.raises(UnsupportedOperation, match="set_registered_model_tag"):
+                tracker.set_registered_model_tag("ride-whole", "team", "rides")
+            tags = {}
+        [model] = [m for m in tracker.list_registered_models() if m.name == "ride-whole"]
+        assert model.description == "the ride model"
+        assert model.aliases == {"champion": second.version}
+        assert model.latest_version == second.version
+        assert model.tags == tags
+        assert reader.model_versions("ride-whole") == [first.version, second.version]
+        assert reader.alias_version("ride-whole", "champion") == second.version
+        versions = tracker.list_model_versions("ride-whole")
+        assert [(v.version, v.run_id, v.description) for v in versions] == [
+            (first.version, run.id, "first"),
+            (second.version, run.id, None),
+        ]
+        assert versions[1].tags.get("reviewed") == "yes" and versions[1].aliases == ("champion",)
+        if tracker.backend.capabilities.registered_model_tags:
+            with pytest.raises(NotFound):
+                tracker.set_registered_model_tag("no-such-model", "team", "rides")
 
     def test_list_registered_models(self, tracker: Tracker, reader: Reader) -> None:
         """Registered models with their aliases and latest versions (offline registries too)."""

@@ -13,6 +13,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -70,6 +71,7 @@ DEFERRABLE = (
     "update_model_version",
     "update_registered_model",
     "set_model_version_tag",
+    "set_registered_model_tag",
 )
 #: MLflow's deprecated registry stages, each mapped to the alias of its lower-cased name
 STAGES = ("staging", "production", "archived")
@@ -234,6 +236,7 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         run_id: str | None = None,
         parent: Run | str | None = None,
+        start_time: datetime | int | None = None,
     ) -> Run:
         """Start a run, or resume one by ``run_id``; use the Run as a context manager.
 
@@ -246,11 +249,18 @@ class Tracker:
             parent: start a child of this run (a Run or a run id); the backend stores the
                 link natively (MLflow: the ``mlflow.parentRunId`` tag) and ``RunInfo.parent_id``
                 reads it back. When omitted, a new run's experiment defaults to the parent's.
+            start_time: when the new run started (a datetime, naive meaning local time, or int
+                milliseconds since the epoch; default: now), for a run recorded after the fact
+                (``trackkit copy`` keeps a source run's start time with it). Only on a backend
+                that keeps run times (capability ``run_times``); the run is created at once or
+                not at all (never only locally, for ``trackkit sync`` to create later).
 
         Raises:
-            UnsupportedOperation: ``parent`` is given and the backend has no nested runs.
+            UnsupportedOperation: ``parent`` is given and the backend has no nested runs, or
+                ``start_time`` is given and the backend does not keep run times.
         """
         parent_id = self._parent_id(parent, run_id)
+        started = None if start_time is None else self._start_ms(start_time, run_id)
         if experiment is None and run_id is None and isinstance(parent, Run):
             experiment = parent.experiment
         if experiment is None and run_id is None:
@@ -265,16 +275,21 @@ class Tracker:
             if not isinstance(run_id, str) or not run_id:
                 raise InvalidInput(f"run_id must be a non-empty string, got {run_id!r}")
             require(self.backend, "resume", "start_run(run_id=...)", "start a new run")
+        if started is not None and parent_id is not None and parent_id.startswith("local-"):
+            raise BackendError(
+                f"a run with a start_time is created at once, and its parent {parent_id} exists "
+                "only locally (its backend was unreachable): run `trackkit sync` first"
+            )
         try:
             handle: RunHandle | None = (
                 None  # the parent exists only locally: so does its child, until both are sent
                 if parent_id is not None and parent_id.startswith("local-")
-                else start_backend_run(self.backend, experiment, name, run_id, parent_id)
+                else start_backend_run(self.backend, experiment, name, run_id, parent_id, started)
             )
         except TrackkitError:
             raise
         except Exception as e:
-            if run_id is not None or self.strict:
+            if run_id is not None or self.strict or started is not None:
                 what = f"start a run in experiment {experiment!r}"
                 raise BackendError(
                     redact(f"the {self.backend.describe()} backend failed to {what}: {e}")
@@ -301,6 +316,28 @@ class Tracker:
         if tags:
             run.set_tags(tags)
         return run
+
+    def _start_ms(self, start_time: datetime | int, run_id: str | None) -> int:
+        """``start_time`` in milliseconds since the epoch, checked (see :meth:`start_run`)."""
+        if run_id is not None:
+            raise InvalidInput("pass start_time to start a new run, not with run_id")
+        require(self.backend, "run_times", "start_run(start_time=...)", "keep the time in a tag")
+        if isinstance(start_time, datetime):  # naive: local time, as log_metric's timestamps
+            started = search.epoch_ms(start_time if start_time.tzinfo else start_time.astimezone())
+            assert started is not None
+            return started
+        limit = self.backend.limits.max_timestamp
+        if (
+            isinstance(start_time, bool)
+            or not isinstance(start_time, int)
+            or start_time < 0
+            or (limit is not None and start_time > limit)
+        ):
+            raise InvalidInput(
+                "start_time must be a datetime or non-negative int milliseconds since the epoch"
+                f"{'' if limit is None else f' (at most {limit})'}, got {start_time!r}"
+            )
+        return start_time
 
     def _parent_id(self, parent: Run | str | None, run_id: str | None) -> str | None:
         """The backend id of ``parent`` (a local id while it exists only locally)."""
@@ -824,6 +861,39 @@ class Tracker:
             self.backend,
             f"set tag {key!r} of version {number} of {name!r}",
             lambda: self.backend.set_model_version_tag(name, number, key, text),
+        )
+
+    def set_registered_model_tag(self, name: str, key: str, value: Any) -> None:
+        """Set the tag ``key`` of the registered model ``name`` to ``value`` (stored as text);
+        :meth:`list_registered_models` reads it back in ``RegisteredModel.tags``.
+
+        Raises:
+            NotFound: no registered model ``name``.
+            UnsupportedOperation: the backend's registered models hold no tags of their own
+                (capability ``registered_model_tags``; W&B's Registry collections take plain
+                labels only): tag each version with :meth:`set_model_version_tag`.
+        """
+        require(
+            self.backend,
+            "registered_model_tags",
+            "set_registered_model_tag",
+            "tag each version (set_model_version_tag)",
+        )
+        name = normalize.model_name(name)
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidInput(
+                f"a registered model tag key must be a non-empty string, got {key!r}"
+            )
+        text = normalize.value_text(normalize.param_value(key, value))
+        local = self._offline_registry()
+        if local is not None:
+            local.set_registered_model_tag(name, key, text)
+            self.defer("set_registered_model_tag", name=name, key=key, value=text)
+            return
+        call(
+            self.backend,
+            f"set tag {key!r} of registered model {name!r}",
+            lambda: self.backend.set_registered_model_tag(name, key, text),
         )
 
     def load_model(

@@ -7,15 +7,16 @@ progress. See docs/copying.md.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trackkit.copy import SOURCE_VERSION, CopyResult, Destination, SourceRun
+from trackkit.copy import SOURCE_VERSION, Copying, CopyResult, Destination, SourceRun
 from trackkit.errors import InvalidInput, NotFound, TrackkitError
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def copy_runs(
     progress: bool | None = False,
     include_system: bool = False,
     experiment: str | None = None,
+    outside_files: bool = False,
 ) -> CopyReport:
     """Copy runs (and with ``models``, registered models) from one backend to another.
 
@@ -151,6 +153,10 @@ def copy_runs(
         include_system: Neptune offline data only: also copy ``sys``, ``monitoring`` and
             ``source_code`` fields.
         experiment: the former name of ``into``.
+        outside_files: Neptune offline data only: also copy the files a run's logs name outside
+            the folder it was made in (only for data you trust; a TrackkitWarning names each
+            one). For a neptune tracker source, pass ``outside_files=True`` to its
+            ``get_tracker`` instead.
 
     Returns:
         A CopyReport; iterating over it gives one CopyResult per run. A run that fails is
@@ -169,10 +175,15 @@ def copy_runs(
     if isinstance(source, (str, os.PathLike)):
         return _copy_neptune_files(
             source, destination, experiments, run_ids, into, models, dry_run, progress,
-            include_system,
+            include_system, outside_files,
         )  # fmt: skip
     if include_system:
         raise InvalidInput("include_system applies to Neptune offline data (a path) only")
+    if outside_files:
+        raise InvalidInput(
+            "outside_files applies to Neptune offline data read from a path; for a neptune "
+            "tracker, pass outside_files=True to get_tracker('neptune', ...)"
+        )
     from trackkit import reading
 
     if models:
@@ -184,43 +195,62 @@ def copy_runs(
         )
     infos = reading.run_infos(source, experiments, run_ids)
     report = CopyReport(dry_run=dry_run)
-
-    def read(info: RunInfo) -> SourceRun | TrackkitError:
-        try:
-            return reading.source_run(source, info)
-        except TrackkitError as e:
-            return e
-
-    with _Progress(progress) as bar, ThreadPoolExecutor(1, "trackkit-copy-read") as pool:
+    with _Progress(progress) as bar:
         writer = Destination(destination, into, dry_run=dry_run, on_points=bar.points_done)
-        bar.total_runs(len(infos))
-        # the next run is read while this one is written (and its points are sent)
-        ahead = pool.submit(read, infos[0]) if infos else None
-        for k, info in enumerate(infos):
-            assert ahead is not None
-            record = ahead.result()
-            ahead = pool.submit(read, infos[k + 1]) if k + 1 < len(infos) else None
-            if isinstance(record, TrackkitError):
-                report.runs.append(
-                    CopyResult(
-                        source_id=info.id, run_id=None, name=info.name,
-                        experiment=into or info.experiment, status="FAILED", params=0,
-                        metric_points=0, tags=0, files=0,
-                        error=f"reading the run failed: {type(record).__name__}: {record}",
-                        outcome="failed", source_backend=source.backend.name,
-                    )
+
+        def read(info: RunInfo) -> SourceRun | CopyResult:
+            try:
+                return reading.source_run(source, info)
+            except TrackkitError as e:
+                return CopyResult(
+                    source_id=info.id, run_id=None, name=info.name,
+                    experiment=into or info.experiment, status="FAILED", params=0,
+                    metric_points=0, tags=0, files=0,
+                    error=f"reading the run failed: {type(e).__name__}: {e}",
+                    outcome="failed", source_backend=source.backend.name,
                 )  # fmt: skip
-                bar.run_done()
-                continue
-            bar.more_points(record.points)
-            result = writer.write(record)
-            if result.outcome in ("skipped", "would copy", "would resume"):
-                bar.points_done(record.points)
-            report.runs.append(result)
-            bar.run_done()
+
+        _write_all([functools.partial(read, info) for info in infos], writer, bar, report)
         if models:
             report.models = copy_registered_models(source, writer, {i.id for i in infos})
     return report
+
+
+def _write_all(
+    reads: Sequence[Callable[[], SourceRun | CopyResult]],
+    writer: Destination,
+    bar: _Progress,
+    report: CopyReport,
+) -> None:
+    """Write each run ``reads`` gives (or report its failure to read), in order.
+
+    The next run is read, and its copy started (:meth:`Destination.start`: its run created
+    with its params and tags), in another thread while this one's points, files and models are
+    written (:meth:`Destination.finish`): what one waits on (the source, a journal, the
+    backend's replies) overlaps with the other's work. Both threads write to the destination,
+    each to its own run.
+    """
+    bar.total_runs(len(reads))
+
+    def prepare(read: Callable[[], SourceRun | CopyResult]) -> tuple[int, CopyResult | Copying]:
+        record = read()
+        if isinstance(record, CopyResult):
+            return 0, record
+        return record.points, writer.start(record)
+
+    with ThreadPoolExecutor(1, "trackkit-copy-read") as pool:
+        ahead = pool.submit(prepare, reads[0]) if reads else None
+        for k in range(len(reads)):
+            assert ahead is not None
+            points, begun = ahead.result()
+            ahead = pool.submit(prepare, reads[k + 1]) if k + 1 < len(reads) else None
+            bar.more_points(points)
+            if isinstance(begun, CopyResult):  # copied before, a dry run, or failed
+                bar.points_done(points)
+                report.runs.append(begun)
+            else:
+                report.runs.append(writer.finish(begun))  # it counts its points as it goes
+            bar.run_done()
 
 
 def _copy_neptune_files(
@@ -233,6 +263,7 @@ def _copy_neptune_files(
     dry_run: bool,
     progress: bool | None,
     include_system: bool,
+    outside_files: bool,
 ) -> CopyReport:
     from trackkit.backends.neptune.export import source_runs
 
@@ -249,15 +280,8 @@ def _copy_neptune_files(
     report = CopyReport(dry_run=dry_run)
     with _Progress(progress) as bar:
         writer = Destination(destination, into, dry_run=dry_run, on_points=bar.points_done)
-        records = source_runs(Path(source), run_ids, include_system)
-        bar.total_runs(len(records))
-        for record in records:
-            bar.more_points(record.points)
-            result = writer.write(record)
-            if result.outcome != "copied" and result.outcome != "resumed":
-                bar.points_done(record.points)
-            report.runs.append(result)
-            bar.run_done()
+        records = source_runs(Path(source), run_ids, include_system, outside_files)
+        _write_all([functools.partial(lambda r: r, r) for r in records], writer, bar, report)
     return report
 
 
@@ -267,7 +291,8 @@ def copy_registered_models(
 ) -> list[ModelCopyResult]:
     """Copy every registered model of ``source`` with a version from one of ``run_ids``: each
     such version (description, tags) points at the copy of its model, then the aliases and the
-    model's description. Versions copied before (tag ``trackkit.source.model_version``) are
+    model's description and tags (where the destination's registered models hold tags; else
+    a note names them). Versions copied before (tag ``trackkit.source.model_version``) are
     skipped; versions from other runs are left out, and named in the notes."""
     results = []
     for model in source.list_registered_models():
@@ -337,11 +362,14 @@ def _copy_model(
                 notes.append(f"alias {alias!r} not copied: its version {number} was not copied")
         if model.description and numbers:
             dest.update_registered_model(model.name, model.description)
-    if model.tags:
+    if model.tags and not dest.backend.capabilities.registered_model_tags:
         notes.append(
             f"the registered model's tags ({', '.join(sorted(model.tags))}) are not copied: "
-            "trackkit sets tags on versions only"
+            f"the {dest.backend.name} backend's registered models hold no tags of their own"
         )
+    elif model.tags and numbers and not writer.dry_run:
+        for key, value in sorted(model.tags.items()):
+            dest.set_registered_model_tag(model.name, key, value)
     return ModelCopyResult(
         name=model.name,
         created=tuple(created),

@@ -294,6 +294,8 @@ class MLflowBackend(Backend):
         list_artifacts=True,
         list_experiments=True,
         list_registered_models=True,
+        run_times=True,
+        registered_model_tags=True,
     )
     # mlflow.utils.validation; names follow the portable rule (no ':' as on Windows servers).
     limits = Limits(
@@ -514,6 +516,7 @@ class MLflowBackend(Backend):
         run_id: str | None,
         *,
         parent_id: str | None = None,
+        start_time: int | None = None,
     ) -> RunHandle:
         if run_id is not None:
             with self._mapped(f"run {run_id!r}"):
@@ -541,12 +544,14 @@ class MLflowBackend(Backend):
             with self._mapped(f"parent run {parent_id!r}"):
                 self.client.get_run(parent_id)  # a child of a run that does not exist: NotFound
             tags[PARENT_TAG] = parent_id
-        run = self.client.create_run(self._experiment_id(experiment), run_name=name, tags=tags)
+        run = self.client.create_run(
+            self._experiment_id(experiment), start_time=start_time, run_name=name, tags=tags
+        )
         self._run_experiments[run.info.run_id] = run.info.experiment_id
         return RunHandle(id=run.info.run_id, name=run.info.run_name, experiment=experiment)
 
-    def end_run(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status=status)
+    def end_run(self, run_id: str, status: str, *, end_time: int | None = None) -> None:
+        self.client.set_terminated(run_id, status=status, end_time=end_time)
 
     def log_batch(
         self,
@@ -660,7 +665,9 @@ class MLflowBackend(Backend):
             history = self.client.get_metric_history(run_id, key)
         return [MetricPoint(int(m.step), float(m.value), int(m.timestamp)) for m in history]
 
-    def get_metric_histories(self, run_id: str, keys: Sequence[str]) -> dict[str, list[MetricPoint]]:
+    def get_metric_histories(
+        self, run_id: str, keys: Sequence[str]
+    ) -> dict[str, list[MetricPoint]]:
         # A database store answers one query of plain rows for the whole run; MLflow's client
         # builds two objects per point per key (its ORM row, then a Metric), ten times the cost
         # of reading them. Another store (a server, files) is asked key by key.
@@ -969,6 +976,10 @@ class MLflowBackend(Backend):
     def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         with self._mapped(f"version {version} of {name!r}", missing=True):
             self.client.set_model_version_tag(name, str(version), key, value)
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        with self._mapped(f"registered model {name!r}", missing=True):
+            self.client.set_registered_model_tag(name, key, value)
 
 
 @hookimpl

@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -54,7 +55,7 @@ from trackkit.backends.neptune.keys import (
     key_of,
     param_field_value,
 )
-from trackkit.backends.neptune.offline import read_offline_runs
+from trackkit.backends.neptune.offline import outside_warning, read_offline_runs
 from trackkit.backends.neptune.query import to_nql
 from trackkit.backends.neptune.registry import NeptuneRegistry
 from trackkit.backends.neptune.view import (
@@ -67,7 +68,7 @@ from trackkit.backends.neptune.view import (
     run_view,
 )
 from trackkit.entities import MetricPoint, RunHandle
-from trackkit.errors import InvalidInput, NotFound
+from trackkit.errors import InvalidInput, NotFound, TrackkitWarning
 
 if TYPE_CHECKING:
     from trackkit.entities import (
@@ -140,6 +141,9 @@ class NeptuneBackend(Backend):
         registry_path: the offline registry's sqlite file; defaults to
             ``<$TRACKKIT_DIR or .trackkit>/neptune-registry.db``.
         monitoring: let Neptune capture stdout, stderr and hardware metrics (off by default).
+        outside_files: offline mode: also read the files a run's logs name outside the folder
+            it was made in (off by default: an offline directory from elsewhere could name any
+            file; only for data you trust). A TrackkitWarning names each file read so.
 
     Raises:
         InvalidInput: an unknown mode, or a server mode without a project or token.
@@ -161,6 +165,7 @@ class NeptuneBackend(Backend):
         list_artifacts=True,
         list_experiments=True,
         list_registered_models=True,
+        registered_model_tags=True,
     )
     # Field paths: 1024 bytes; String fields: 16,384 characters (the client cuts longer ones).
     # Keys stay at 250 characters so that the longest escaped path fits in 1024 bytes.
@@ -183,6 +188,7 @@ class NeptuneBackend(Backend):
         data_dir: str | os.PathLike[str] | None = None,
         registry_path: str | os.PathLike[str] | None = None,
         monitoring: bool = False,
+        outside_files: bool = False,
     ) -> None:
         neptune = import_sdk("neptune", extra="neptune", purpose="the neptune backend")
         self.project = project or os.environ.get("NEPTUNE_PROJECT") or None
@@ -201,6 +207,10 @@ class NeptuneBackend(Backend):
             or Path(os.environ.get("TRACKKIT_DIR") or ".trackkit") / "neptune-registry.db"
         ).resolve()
         self.monitoring = bool(monitoring)
+        if str(outside_files).lower() not in ("true", "false"):  # -o outside_files=true: text
+            raise InvalidInput(f"outside_files must be true or false, got {outside_files!r}")
+        self.outside_files = str(outside_files).lower() == "true"
+        self._outside_shown: set[str] = set()  # outside files already warned about
         secret: Secret | None = None
         secrets = [Secret(token)] if token else []
         secrets += _address_secrets(api_url)
@@ -232,6 +242,7 @@ class NeptuneBackend(Backend):
         )
         self._registry = NeptuneRegistry(self._client)
         self._lock = threading.RLock()
+        self._page: str | None = None  # the project's page on the server ("": unknown)
         self._runs: dict[str, _Run] = {}
 
     @staticmethod
@@ -546,7 +557,16 @@ class NeptuneBackend(Backend):
                 state.obj.wait()
         if not (self.data_dir / "offline").is_dir():
             return []
-        return read_offline_runs(self.data_dir, run_ids=None if run_id is None else [run_id])
+        found = read_offline_runs(
+            self.data_dir,
+            run_ids=None if run_id is None else [run_id],
+            outside_files=self.outside_files,
+        )
+        with self._lock:
+            message = outside_warning(found, self._outside_shown)
+        if message is not None:
+            warnings.warn(message, TrackkitWarning, stacklevel=3)
+        return found
 
     def _view(self, run_id: str) -> RunView:
         if self.mode == "offline":
@@ -605,6 +625,18 @@ class NeptuneBackend(Backend):
             for step, value, stamp in self._view(run_id).metrics.get(key, [])
         ]
 
+    def get_metric_histories(
+        self, run_id: str, keys: Sequence[str]
+    ) -> dict[str, list[MetricPoint]]:
+        metrics = self._view(run_id).metrics  # the run is read once, not once per key
+        return {
+            key: [
+                MetricPoint(step=step, value=value, timestamp=0 if stamp is None else stamp)
+                for step, value, stamp in metrics.get(key, [])
+            ]
+            for key in keys
+        }
+
     def list_artifacts(self, run_id: str, path: str) -> list[ArtifactInfo]:
         return artifact_entries(self._view(run_id).artifacts, path)
 
@@ -628,16 +660,35 @@ class NeptuneBackend(Backend):
             names |= {s.experiment for s in self._runs.values()}
         return sorted(n for n in names if n)
 
+    def _project_page(self) -> str | None:
+        """The project's page as Neptune's client gives it (``<app address>/<workspace>/
+        <project>/``, the app address from the server's own configuration), without
+        credentials; None where the client cannot say. Asked once."""
+        with self._lock:
+            if self._page is None:
+                self._page = ""
+                with contextlib.suppress(Exception):  # an older server or client: the API's
+                    page = self._client.project_object().get_url()
+                    parts = urlsplit(page) if isinstance(page, str) else None
+                    if parts and parts.scheme in ("http", "https") and parts.hostname:
+                        self._page = without_password(page) if page.endswith("/") else ""
+            return self._page or None
+
     def _url(self, server_id: str) -> str | None:
-        """The page of a run on the Neptune server (its app serves the API's address)."""
+        """The page of a run on the Neptune server, as Neptune's client builds it (its
+        ``get_url``: ``<app address>/<workspace>/<project>/e/<sys/id>``): on the project's page
+        the client gives, else on the API's address (one server serves both), never with
+        credentials."""
         if not self.server or not self.project:
             return None
+        page = self._project_page()
+        if page is not None:
+            return f"{page}e/{server_id}"
         parts = urlsplit(self.server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return None
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        base = f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
+        address = parts.netloc.rpartition("@")[2]  # host and port as written, no user:password
+        base = f"{parts.scheme}://{address}{parts.path.rstrip('/')}"
         return f"{base}/{self.project}/e/{server_id}"
 
     def run_url(self, run_id: str) -> str | None:
@@ -736,6 +787,9 @@ class NeptuneBackend(Backend):
 
     def set_model_version_tag(self, name: str, version: int, key: str, value: str) -> None:
         self._registry.set_version_tag(name, version, key, value)
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        self._registry.set_model_tag(name, key, value)
 
     def list_registered_models(self) -> list[RegisteredModel]:
         if self.mode == "offline":  # the core answers from the same local registry

@@ -8,14 +8,16 @@ metrics, everything else as artifacts under ``neptune/``. See docs/neptune.md, "
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackkit.backends.neptune.keys import ARTIFACTS, F_DESCRIPTION, RESERVED_ROOTS, key_of
-from trackkit.backends.neptune.offline import read_offline_runs
+from trackkit.backends.neptune.offline import outside_warning, read_offline_runs
 from trackkit.backends.neptune.view import NeptuneRunData, RunView, run_view
 from trackkit.copy import CopyResult, SourceRun, bytes_source, file_source, write_runs
+from trackkit.errors import TrackkitWarning
 
 if TYPE_CHECKING:
     from trackkit.tracker import Tracker
@@ -82,7 +84,7 @@ def source_run(data: NeptuneRunData, include_system: bool = False) -> SourceRun:
         files=dict(view.artifacts),
         start_time=view.start_time,
         end_time=view.end_time,
-        notes=list(data.skipped),
+        notes=[*data.skipped, *(f"{f}: read from outside its folder" for f in data.outside)],
         backend="neptune",
         parent_id=view.parent_id or None,
     )
@@ -135,7 +137,18 @@ def copy_runs(
 
 
 def source_runs(
-    source: str | Path, run_ids: Sequence[str] | None = None, include_system: bool = False
+    source: str | Path,
+    run_ids: Sequence[str] | None = None,
+    include_system: bool = False,
+    outside_files: bool = False,
 ) -> list[SourceRun]:
-    """The record of each Neptune offline run in ``source`` (see :func:`copy_runs`)."""
-    return [source_run(data, include_system) for data in read_offline_runs(source, run_ids)]
+    """The record of each Neptune offline run in ``source`` (see :func:`copy_runs`).
+
+    ``outside_files``: also read the files the logs name outside the folder a run was made in
+    (only for data you trust); a TrackkitWarning names each file read so.
+    """
+    found = read_offline_runs(source, run_ids, outside_files=outside_files)
+    message = outside_warning(found)
+    if message is not None:
+        warnings.warn(message, TrackkitWarning, stacklevel=2)
+    return [source_run(data, include_system) for data in found]

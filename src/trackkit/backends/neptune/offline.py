@@ -103,7 +103,8 @@ def read_offline_runs(
     (Neptune's ``upload("path")`` keeps the path, not a copy): only files inside the folder that
     holds the ``.neptune`` directory (the project the run was made in) are read, symlinks
     followed, unless ``outside_files`` is True. Any other is listed in ``skipped`` with how to
-    include it.
+    include it; with ``outside_files``, each one read is listed in ``outside`` (see
+    :func:`outside_warning`).
 
     Returns:
         One :class:`~trackkit.backends.neptune.view.NeptuneRunData` per run, oldest first; what
@@ -133,15 +134,34 @@ def read_offline_runs(
             if data.created is None and isinstance(created, str):
                 with contextlib.suppress(ValueError):
                     data.created = datetime.fromisoformat(created)
-            _replay(directory, data, None if outside_files else _project(directory).resolve())
+            _replay(directory, data, _project(directory).resolve(), outside_files)
         runs.append(data)
     runs.sort(key=lambda d: (d.created or datetime.min.replace(tzinfo=timezone.utc), d.id))
     return runs
 
 
-def _replay(directory: Path, data: NeptuneRunData, root: Path | None) -> None:
+def outside_warning(runs: Sequence[NeptuneRunData], shown: set[str] | None = None) -> str | None:
+    """The warning naming the files ``runs`` read from outside the folder each was made in
+    (``outside_files=True``), leaving out those in ``shown`` (then added to it); None when
+    there are none."""
+    lines = []
+    for data in runs:
+        new = [f for f in data.outside if shown is None or f not in shown]
+        if new:
+            lines.append(f"run {data.id}: {'; '.join(new)}")
+            if shown is not None:
+                shown.update(new)
+    if not lines:
+        return None
+    return (
+        "reading files from outside the folder each Neptune offline run was made in, as "
+        f"asked (outside_files): {' | '.join(lines)}"
+    )
+
+
+def _replay(directory: Path, data: NeptuneRunData, root: Path, outside_files: bool) -> None:
     """Apply the run directory's logs to ``data``; files named by path are read only inside
-    ``root`` (resolved; None: anywhere)."""
+    ``root`` (resolved), unless ``outside_files``."""
     acknowledged = _int_file(directory / "last_ack_version")
     for log in _log_files(directory):
         with open(log, encoding="utf-8") as lines:
@@ -157,7 +177,7 @@ def _replay(directory: Path, data: NeptuneRunData, root: Path | None) -> None:
                     continue
                 if int(entry.get("version", acknowledged + 1)) <= acknowledged:
                     continue  # already sent to a server by the client itself
-                _apply(op, path, directory, data, root)
+                _apply(op, path, directory, data, root, outside_files)
 
 
 def _forget(data: NeptuneRunData, path: str) -> None:
@@ -186,24 +206,36 @@ def _project(directory: Path) -> Path:
     return directory
 
 
-def _readable(local: Path, root: Path | None, path: str, data: NeptuneRunData) -> bool:
-    """Whether the file ``local`` that field ``path`` names may be read; if not, noted why."""
-    if root is not None and not _inside(local, root):
+def _readable(
+    local: Path, root: Path, outside_files: bool, path: str, data: NeptuneRunData
+) -> bool:
+    """Whether the file ``local`` that field ``path`` names may be read; if not, noted why.
+    One outside ``root`` is read only with ``outside_files``, and listed in ``outside``."""
+    outside = not _inside(local, root)
+    if outside and not outside_files:
         data.skipped.append(
             f"{path}: names the file {str(local)!r}, outside the folder the offline run was "
             f"made in ({str(root)!r}); not read (an offline directory from elsewhere could name "
-            "any file): read it with trackkit.backends.neptune.read_offline_runs(..., "
-            "outside_files=True) if you trust the directory"
+            "any file): copy it with `trackkit copy --outside-files` (or read it with "
+            "trackkit.backends.neptune.read_offline_runs(..., outside_files=True)) if you trust "
+            "the directory"
         )
         return False
     if not local.is_file():
         data.skipped.append(f"{path}: the uploaded file {str(local)!r} is gone")
         return False
+    if outside:
+        data.outside.append(f"{path}: {local}")
     return True
 
 
 def _apply(
-    op: dict[str, Any], path: str, directory: Path, data: NeptuneRunData, root: Path | None
+    op: dict[str, Any],
+    path: str,
+    directory: Path,
+    data: NeptuneRunData,
+    root: Path,
+    outside_files: bool,
 ) -> None:
     kind = op.get("type")
     if kind in ("AssignFloat", "AssignInt", "AssignBool", "AssignString"):
@@ -235,7 +267,7 @@ def _apply(
     elif kind == "UploadFile":
         tmp = op.get("tmp_file_name")
         local = directory / "upload_path" / tmp if tmp else Path(op.get("file_path") or "")
-        if _readable(local, root, path, data):
+        if _readable(local, root, outside_files, path, data):
             data.files[path] = file_source(local)
             data.file_extensions[path] = str(op.get("ext") or "")
     elif kind == "UploadFileContent":
@@ -246,7 +278,7 @@ def _apply(
             Path(p)
             for pattern in op.get("file_globs", [])
             for p in glob.glob(pattern, recursive=True)
-            if Path(p).is_file() and _readable(Path(p), root, path, data)
+            if Path(p).is_file() and _readable(Path(p), root, outside_files, path, data)
         ]
         if str(op.get("reset")) == "True":
             data.file_sets[path] = found

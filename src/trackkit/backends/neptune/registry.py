@@ -299,6 +299,24 @@ class NeptuneRegistry:
         with self._client.errors(f"tag version {version} of {name!r}"):
             obj[f"{_TAGS}{key}"] = value
 
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        """Set a tag of the model object: the label ``key:value`` in its ``sys/tags`` (as
+        :meth:`list_models` reads them), replacing the key's earlier label."""
+        if ":" in key:
+            raise InvalidInput(
+                f"a Neptune registered model tag key cannot contain ':' (the model keeps "
+                f"'key:value' labels), got {key!r}"
+            )
+        model, _ = self.objects(name)
+        label = f"{key}:{value}"
+        with self._client.errors(f"tag registered model {name!r}"):
+            structure = flatten_structure(model.get_structure())
+            labels = structure["sys/tags"].fetch() if "sys/tags" in structure else ()
+            stale = [str(t) for t in labels if str(t).partition(":")[0] == key and t != label]
+            if stale:
+                model["sys/tags"].remove(stale)
+            model["sys/tags"].add(label)
+
     def close(self) -> None:
         """Stop every model and version object this registry opened."""
         with self._lock:

@@ -68,6 +68,9 @@ class NeptuneRunData:
     created: datetime | None = None
     #: what could not be read (unknown operation types, missing files), one line each
     skipped: list[str] = field(default_factory=list)
+    #: files read from outside the folder the offline run was made in (``outside_files``),
+    #: ``<field>: <file>`` each
+    outside: list[str] = field(default_factory=list)
 
 
 def atom_text(value: Any) -> str:
