@@ -272,6 +272,34 @@ def test_what_one_backend_cannot_do_is_done_on_the_others_and_reported_once(
     assert pair.get_model_version("ride", alias="production").version == 1
 
 
+def test_a_start_time_and_a_model_tag_go_where_they_can_be_kept(
+    pair: MultiTracker, files: ExampleFiles
+) -> None:
+    """MLflow keeps run times and registered models' tags; the example backend neither: the
+    run starts there now, the tag is not set there, each reported once."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    started = 1_600_000_000_123
+    with pytest.warns(trackkit.TrackkitWarning) as warned:
+        with pair.start_run(experiment="times", start_time=started) as run:
+            run.log_metric("m", 1.0)
+            ref = run.log_model(sklearn.LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]))
+        pair.register_model(ref, "timed")
+        pair.set_registered_model_tag("timed", "team", "rides")
+        with pair.start_run(experiment="times", start_time=started):
+            pass
+    messages = [str(w.message) for w in warned]
+    skipped = [m for m in messages if "not done on the example backend" in m]
+    assert len(skipped) == 3, messages  # once per operation: start time, register, model tag
+    assert skipped[0].startswith("start_run(start_time=...): not done on the example backend")
+    assert skipped[2].startswith("set_registered_model_tag: not done on the example backend")
+    client = mlflow.MlflowClient(tracking_uri=pair.lanes["mlflow"].backend.tracking_uri)  # type: ignore[attr-defined]
+    assert client.get_run(run.ids["mlflow"]).info.start_time == started
+    assert client.get_registered_model("timed").tags == {"team": "rides"}
+    assert files.meta(run.ids["example"])["status"] == "FINISHED"  # started there too
+    with pytest.raises(trackkit.InvalidInput, match="not with run_id"):
+        pair.start_run(run_id=run.id, start_time=started)
+
+
 def test_strict_mode_raises_before_doing_anything(sqlite_uri: str, tmp_path: Path) -> None:
     tracker = trackkit.get_tracker(
         ["mlflow", "example"],
@@ -291,6 +319,11 @@ def test_strict_mode_raises_before_doing_anything(sqlite_uri: str, tmp_path: Pat
                 match="example backend does not support register_model",
             ):
                 tracker.register_model(f"runs:/{run.id}/notes.txt", "strict-model")
+            with pytest.raises(
+                trackkit.UnsupportedOperation,
+                match=r"example backend does not support start_run\(start_time=...\)",
+            ):
+                tracker.start_run(experiment="strict", start_time=1_600_000_000_000)
         client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
         assert client.search_registered_models() == []  # nothing registered anywhere
         assert len(client.search_runs([client.get_experiment_by_name("strict").experiment_id])) == 1

@@ -47,6 +47,7 @@ from trackkit.run import Run
 from trackkit.tracker import TRACKER_OPTIONS, Tracker
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
 
     from pandas import DataFrame
@@ -397,6 +398,7 @@ class MultiTracker(Tracker):
         tags: Mapping[str, Any] | None = None,
         run_id: str | Mapping[str, str] | None = None,
         parent: Run | str | Mapping[str, str] | None = None,
+        start_time: datetime | int | None = None,
     ) -> MultiRun:
         """Start a run on every backend (``Tracker.start_run``'s arguments), or resume one.
 
@@ -406,11 +408,21 @@ class MultiTracker(Tracker):
             parent: a MultiRun, the id of one this tracker started, or a mapping of each
                 backend's name to the parent's id there. A backend without nested runs starts
                 the run without its parent, reported once (strict mode: UnsupportedOperation).
+            start_time: when the new run started, on every backend that keeps run times
+                (``Tracker.start_run``); a backend that does not starts it now, reported once
+                (strict mode: UnsupportedOperation).
 
         The run gets the primary's name on every backend when ``name`` is omitted.
         """
         if tags is not None:
             normalize.flatten(tags, "tags")  # fail before creating the run anywhere
+        timed: Mapping[str, Tracker] = {}
+        if start_time is not None:
+            if run_id is not None:
+                raise InvalidInput("pass start_time to start a new run, not with run_id")
+            timed = self._capable(
+                "run_times", "start_run(start_time=...)", "keep the time in a tag"
+            )
         resumed = self._resume_ids(run_id)
         parents = self._parent_ids(parent, run_id)
         if resumed is not None:
@@ -427,6 +439,7 @@ class MultiTracker(Tracker):
                     name=name,
                     run_id=None if resumed is None else resumed[lane_name],
                     parent=parents.get(lane_name),
+                    start_time=start_time if lane_name in timed else None,
                 )
                 runs[lane_name] = run
                 if name is None and run.outbox.run_id is not None and resumed is None:
@@ -778,6 +791,20 @@ class MultiTracker(Tracker):
             lambda n, t: t.update_model_version(name, self._version(name, number, n), description),
         )
         return done.get(next(iter(self.lanes)), self._first(done))
+
+    def set_registered_model_tag(self, name: str, key: str, value: Any) -> None:
+        """Tag the registered model on every backend whose registered models hold tags."""
+        name = normalize.model_name(name)
+        lanes = self._capable(
+            "registered_model_tags",
+            "set_registered_model_tag",
+            "tag each version (set_model_version_tag)",
+        )
+        self._each(
+            lanes,
+            f"set_registered_model_tag({name!r}, {key!r})",
+            lambda n, t: t.set_registered_model_tag(name, key, value),
+        )
 
     def update_registered_model(self, name: str, description: str) -> RegisteredModel:
         """Describe the registered model on every backend; the primary's answer."""
