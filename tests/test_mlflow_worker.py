@@ -188,6 +188,36 @@ def test_the_option_and_the_environment(monkeypatch: pytest.MonkeyPatch, sqlite_
     assert off.backend.batch_process is None  # type: ignore[attr-defined]
 
 
+def test_an_unclear_environment_value_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, sqlite_uri: str
+) -> None:
+    monkeypatch.setenv(mlflow_worker.ENV, "sometimes")
+    with pytest.raises(trackkit.InvalidInput, match=mlflow_worker.ENV):
+        trackkit.get_tracker("mlflow", tracking_uri=sqlite_uri)
+
+
+def test_several_backends_write_mlflows_batches_from_the_worker(
+    monkeypatch: pytest.MonkeyPatch, sqlite_uri: str, tmp_path: Path
+) -> None:
+    """The lanes share one process, so MLflow's lane takes its worker unless told otherwise
+    (the `example` plugin is the other lane: it has no such option and gets none)."""
+    monkeypatch.delenv(mlflow_worker.ENV, raising=False)
+    plain = {"mlflow": {"tracking_uri": sqlite_uri}, "journal_dir": tmp_path / "tk"}
+    pair = trackkit.get_tracker(["mlflow", "example"], **plain)  # type: ignore[arg-type]
+    try:
+        assert pair.lanes["mlflow"].backend.batch_process is not None  # type: ignore[attr-defined]
+    finally:
+        pair.close()
+    told = {"mlflow": {"tracking_uri": sqlite_uri, "batch_process": False}}
+    pair = trackkit.get_tracker(["mlflow", "example"], **told, journal_dir=tmp_path / "tk")  # type: ignore[arg-type]
+    assert pair.lanes["mlflow"].backend.batch_process is None  # type: ignore[attr-defined]
+    pair.close()
+    monkeypatch.setenv(mlflow_worker.ENV, "0")
+    pair = trackkit.get_tracker(["mlflow", "example"], **plain)  # type: ignore[arg-type]
+    assert pair.lanes["mlflow"].backend.batch_process is None  # type: ignore[attr-defined]
+    pair.close()
+
+
 def test_errors_come_back_with_their_types() -> None:
     """The chain of causes crosses the pipe as types this process knows, or stand-ins of the
     same name (what the writer's refusal check reads), never by importing anything."""

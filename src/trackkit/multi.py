@@ -66,6 +66,11 @@ if TYPE_CHECKING:
 __all__ = ["MultiRun", "MultiTracker", "backend_names", "combine_limits", "get_tracker"]
 
 T = TypeVar("T")
+
+#: a backend that can write its batches from a worker process takes this option (MLflow does);
+#: with several backends it is on unless given, or unless the variable below is set
+WORKER_OPTION = "batch_process"
+WORKER_ENV = "TRACKKIT_MLFLOW_BATCH_PROCESS"
 L = TypeVar("L")
 
 
@@ -143,6 +148,9 @@ def _split_options(names: list[str], options: dict[str, Any]) -> dict[str, dict[
             f"{owners[0] if owners else names[0]}={{{key!r}: ...}}); trackkit's own options "
             f"({', '.join(TRACKER_OPTIONS)}) stay at the top level"
         )
+    for name in names:  # the lanes share this process: see docs/multiple-backends.md
+        if _accepts(classes[name], WORKER_OPTION) and not os.environ.get(WORKER_ENV):
+            lanes[name].setdefault(WORKER_OPTION, True)
     return lanes
 
 

@@ -41,6 +41,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from trackkit import env
 from trackkit._secrets import redact
 
 logger = logging.getLogger("trackkit")
@@ -437,15 +438,14 @@ def main(argv: Sequence[str]) -> int:
 
 def enabled(option: bool | None, default: bool) -> bool:
     """Whether the worker is wanted: the option, else ``$TRACKKIT_MLFLOW_BATCH_PROCESS``
-    (``1``/``0``), else ``default``."""
+    (on/off), else ``default``.
+
+    Raises:
+        InvalidInput: the variable is set to something other than an on/off value.
+    """
     if option is not None:
         return bool(option)
-    value = os.environ.get(ENV, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    return default
+    return env.switch(ENV, default)
 
 
 if __name__ == "__main__":
