@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shlex
 import signal
@@ -262,12 +263,15 @@ def test_a_local_store_names_the_command_that_shows_the_run(sqlite_uri: str) -> 
     assert argv[0] == str(Path(sys.executable).parent / "mlflow")  # works without activating
     assert argv[1:] == ["ui", "--backend-store-uri", sqlite_uri]
     assert command[2].endswith(f"/runs/{run.id}")
-    # the command works as printed (on a free port, one worker): its server has the run
+    # the command works as printed (on a free port, one worker): its server has the run.
+    # Without MLflow's job execution (GenAI jobs, trace rollups), which would start a job
+    # runner and seven huey consumers, each importing mlflow, for a UI that shows one run
     port = _free_port()
     proc = subprocess.Popen(
         [*argv, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         start_new_session=True,
     )
     try:
