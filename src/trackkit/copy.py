@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -451,10 +451,13 @@ class Destination:
         assert run is not None
         error = None
         try:
-            self._metrics(run, copying.metrics, copying.have, notes)
             self._files(run, copying.files)
             copying.models = self._models(run, source, copying.resumed, notes)
-            run.set_tag(COPY_STATE, "complete")
+            if (copying.files or source.models) and run.outbox.run_id is not None:
+                run.flush()  # what they left queued is written before the copy is complete
+            # the last batch of points also marks the copy complete: one write less a run
+            if not self._metrics(run, copying.metrics, copying.have, notes, self._complete()):
+                run.set_tag(COPY_STATE, "complete")
             run.end(copying.status)
             if not run.delivered:
                 error = (
@@ -527,14 +530,25 @@ class Destination:
                 notes.append(f"param {key!r} not copied: {e}")
                 del params[key]
 
+    def _complete(self) -> list[tuple[str, str]]:
+        """The tag that marks a copy complete, as the last batch of points can carry it: none
+        where the destination would rename it (the Run sets it then)."""
+        try:
+            stored = normalize.KeyRules(self.tracker.backend.limits).check(COPY_STATE, "tag")
+        except InvalidInput:
+            return []
+        return [(COPY_STATE, "complete")] if stored == COPY_STATE else []
+
     def _metrics(
         self,
         run: Run,
         metrics: dict[str, list[tuple[int, float, int | None]]],
         have: dict[str, Counter[tuple[int, int]]],
         notes: list[str],
-    ) -> None:
-        """Log every point (skipping those an unfinished copy holds already).
+        last_tags: Sequence[tuple[str, str]] = (),
+    ) -> bool:
+        """Log every point (skipping those an unfinished copy holds already); whether the last
+        batch carried ``last_tags`` too.
 
         Points go to the backend's ``log_batch`` directly, in batches of its limits, from
         this thread: a copy can always be done again, so they need no journal (a failure
@@ -547,18 +561,17 @@ class Destination:
         rules = normalize.KeyRules(limits)
         direct = run.outbox.run_id is not None
         size = max(1, min(limits.batch_metrics or 1000, limits.batch_total or 1000))
-        batch: list[Metric] = []
+        batch: list[Metric] = []  # at most one batch more than sent: the last one is held
 
-        def send() -> None:
-            if batch:
-                points = list(batch)
-                call(
-                    backend,
-                    f"log {len(points)} metric points to run {run.id}",
-                    lambda: backend.log_batch(run.id, [], points, []),
-                )
-                self.on_points(len(points))
-                batch.clear()
+        def send(count: int, tags: Sequence[tuple[str, str]] = ()) -> None:
+            points, kept = batch[:count], list(tags)
+            del batch[:count]
+            call(
+                backend,
+                f"log {len(points)} metric points to run {run.id}",
+                lambda: backend.log_batch(run.id, [], points, kept),
+            )
+            self.on_points(len(points))
 
         now = int(time.time() * 1000)
         for key, points in list(metrics.items()):
@@ -587,9 +600,17 @@ class Destination:
                     at = normalize.timestamp_ms(key, at, limits.max_timestamp)
                 number = value if type(value) is float else normalize.metric_value(key, value)
                 batch.append(Metric(stored, number, step, at))
-                if len(batch) >= size:
-                    send()
-        send()
+                if len(batch) > size:
+                    send(size)
+        room = min(size, limits.batch_total - len(last_tags))
+        if not (batch and last_tags and room > 0 and len(last_tags) <= limits.batch_params_tags):
+            if batch:
+                send(len(batch))
+            return False
+        while len(batch) > room:
+            send(room)
+        send(len(batch), last_tags)
+        return True
 
     @staticmethod
     def _files(run: Run, files: dict[str, FileSource]) -> None:

@@ -1,7 +1,7 @@
 """Runs of any backend read back, through a Tracker, as the records ``trackkit.copy`` writes.
 
 Everything goes through the read side of the Backend contract (``search_runs``/``get_run``,
-``get_metric_history``, ``list_artifacts``/``download_artifacts``, ``list_models``), so any
+``get_metric_histories``, ``list_artifacts``/``download_artifacts``, ``list_models``), so any
 backend that declares it can be copied from. What a source cannot give is named: a missing
 required capability raises UnsupportedOperation before anything is copied; a missing optional
 one (artifacts, models) becomes a note on each run. See docs/copying.md.

@@ -615,6 +615,7 @@ class MLflowBackend(Backend):
 
     def _run_info(self, run: Any) -> RunInfo:
         tags = dict(run.data.tags)
+        self._run_experiments.setdefault(run.info.run_id, run.info.experiment_id)
         return RunInfo(
             id=run.info.run_id,
             name=run.info.run_name,
@@ -744,11 +745,10 @@ class MLflowBackend(Backend):
     def list_models(self, run_id: str) -> list[ModelRef]:
         # MLflow 3 keeps a run's models as logged models, outside the run's artifacts; trackkit
         # packages (and MLflow 2 models) stored as artifacts are found by the default
+        experiment_id = self._run_experiment_id(run_id)  # read with the run, as a rule
         with self._mapped(f"run {run_id!r}"):
-            run = self.client.get_run(run_id)
             logged = self.client.search_logged_models(
-                experiment_ids=[run.info.experiment_id],
-                filter_string=f"source_run_id = '{run_id}'",
+                experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"
             )
         # the flavor is read with the model (model_details)
         found = [ModelRef(run_id, m.name, m.model_uri, "", self.name) for m in logged]
