@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_logging import per_call  # this folder is on sys.path when run as a script
-from bench_wandb import FAST
+from bench_wandb import FAST, children_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the W&B reader the tests use
@@ -71,20 +71,6 @@ def tracker(case: str, workdir: Path, tag: str) -> Any:
             time.sleep(0.01)
         READY_WAITS.append(time.perf_counter() - started)
     return made
-
-
-def children_cpu() -> float:
-    """CPU seconds used so far by this process's children (wandb-core, MLflow's worker)."""
-    import psutil
-
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            times = child.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def hot_path(which: str, calls: int, workdir: Path, tag: str) -> float:

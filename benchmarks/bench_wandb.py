@@ -57,8 +57,9 @@ class Sample:
     cpu: float  # CPU seconds of this process and of wandb-core over the same span
 
 
-def _core_cpu() -> float:
-    """CPU seconds used so far by this process's children (wandb-core); 0 without psutil."""
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's children (wandb-core, MLflow's worker); 0
+    without psutil."""
     try:
         import psutil
     except ImportError:
@@ -75,12 +76,12 @@ def _core_cpu() -> float:
 
 def _timed(log: Callable[[int], None], end: Callable[[], None], steps: int) -> Sample:
     gc.collect()  # each side starts from a collected heap
-    cpu = time.process_time() + _core_cpu()
+    cpu = time.process_time() + children_cpu()
     start = time.perf_counter()
     cost = per_call(log, steps, GROUP)
     end()
     seconds = time.perf_counter() - start
-    return Sample(seconds, cost, time.process_time() + _core_cpu() - cpu)
+    return Sample(seconds, cost, time.process_time() + children_cpu() - cpu)
 
 
 def history(log: Path) -> list[dict[str, Any]]:
