@@ -214,13 +214,14 @@ def test_points_past_the_memory_bound_are_counted_tagged_and_warned(tmp_path: Pa
 END_TIMEOUT = 5.0
 POINTS = 5000
 ZYGOTE = """
-import json, mmap, os, struct, sys, time
+import faulthandler, json, mmap, os, signal, struct, sys, time
 import mlflow, trackkit  # imported once; each trial is a fork of this process
 url, end_timeout, points = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 for line in sys.stdin:
     shared = mmap.mmap(-1, 8)
     pid = os.fork()
     if pid == 0:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's dump if it hangs
         os.chdir(line.strip())
         tracker = trackkit.get_tracker("mlflow", tracking_uri=url, flush_interval=0.2,
                                        end_timeout=end_timeout, memory_bound=200)
@@ -247,7 +248,11 @@ def _json_line(stream, key: str) -> dict:  # type: ignore[no-untyped-def,type-ar
 
 
 def _kill_quietly(pid: int) -> None:
+    """Kill a trial that hung, after it printed every thread's stack (the failure's evidence,
+    in the test's captured stderr)."""
     with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGUSR1)
+        time.sleep(2)
         os.kill(pid, signal.SIGKILL)
 
 
