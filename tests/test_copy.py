@@ -358,3 +358,24 @@ def test_files_outside_the_runs_folder_are_copied_only_with_outside_files(
     # the flag belongs to Neptune offline data
     assert main(["copy", "--from", "mlflow", "--to", "mlflow", "--outside-files"]) == 2
     assert "--outside-files applies to Neptune offline data" in capsys.readouterr().err
+
+
+def test_an_offline_run_read_again_after_it_changed(tmp_path: Path) -> None:
+    """The neptune backend keeps offline runs it read (a copier reads each run several times),
+    and reads a run again once its files change: new points, a new run."""
+    tracker = trackkit.get_tracker("neptune", mode="offline", data_dir=tmp_path / ".neptune")
+    run = tracker.start_run(experiment="ride", name="open")
+    run.log_metric("loss", 1.0, step=0, timestamp=T0)
+    run.flush()
+    assert [p.value for p in tracker.get_metric_history(run.id, "loss")] == [1.0]
+    assert [p.value for p in tracker.get_metric_history(run.id, "loss")] == [1.0]  # kept
+    run.log_metric("loss", 0.5, step=1, timestamp=T0 + 1)
+    run.flush()
+    assert [p.value for p in tracker.get_metric_history(run.id, "loss")] == [1.0, 0.5]
+    run.end()
+    with tracker.start_run(experiment="ride", name="second") as other:
+        other.log_metric("loss", 2.0)
+    found = {r.name: r for r in tracker.search_runs("ride")}
+    assert set(found) == {"open", "second"} and found["open"].status == "FINISHED"
+    assert found["second"].metrics == {"loss": 2.0}
+    tracker.close()

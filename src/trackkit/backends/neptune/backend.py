@@ -55,7 +55,7 @@ from trackkit.backends.neptune.keys import (
     key_of,
     param_field_value,
 )
-from trackkit.backends.neptune.offline import outside_warning, read_offline_runs
+from trackkit.backends.neptune.offline import OfflineRuns, outside_warning
 from trackkit.backends.neptune.query import to_nql
 from trackkit.backends.neptune.registry import NeptuneRegistry
 from trackkit.backends.neptune.view import (
@@ -211,6 +211,7 @@ class NeptuneBackend(Backend):
             raise InvalidInput(f"outside_files must be true or false, got {outside_files!r}")
         self.outside_files = str(outside_files).lower() == "true"
         self._outside_shown: set[str] = set()  # outside files already warned about
+        self._offline = OfflineRuns(self.data_dir, self.outside_files)
         secret: Secret | None = None
         secrets = [Secret(token)] if token else []
         secrets += _address_secrets(api_url)
@@ -549,7 +550,9 @@ class NeptuneBackend(Backend):
         with self._client.errors(f"read run {run_id}", missing=True):
             return client_data(obj, run_id, self._client.sdk.attributes, self.mode == "debug")
 
-    def _offline_data(self, run_id: str | None = None) -> list[NeptuneRunData]:
+    def _offline_views(self, run_id: str | None = None) -> list[RunView]:
+        """The offline runs (or ``run_id``'s), oldest first, read from the data directory
+        (each run open here flushed first; a run read before and unchanged is not read again)."""
         with self._lock:
             open_runs = [s for s in self._runs.values() if run_id is None or s.id == run_id]
         for state in open_runs:
@@ -557,23 +560,19 @@ class NeptuneBackend(Backend):
                 state.obj.wait()
         if not (self.data_dir / "offline").is_dir():
             return []
-        found = read_offline_runs(
-            self.data_dir,
-            run_ids=None if run_id is None else [run_id],
-            outside_files=self.outside_files,
-        )
+        found = self._offline.runs(run_id)
         with self._lock:
-            message = outside_warning(found, self._outside_shown)
+            message = outside_warning([data for data, _ in found], self._outside_shown)
         if message is not None:
             warnings.warn(message, TrackkitWarning, stacklevel=3)
-        return found
+        return [view for _, view in found]
 
     def _view(self, run_id: str) -> RunView:
         if self.mode == "offline":
-            found = self._offline_data(run_id)
+            found = self._offline_views(run_id)
             if not found:
                 raise NotFound(f"no offline Neptune run {run_id!r} under {self.data_dir}")
-            return run_view(found[0])
+            return found[0]
         with self._lock:
             state = self._runs.get(run_id)
         if state is not None:
@@ -653,7 +652,7 @@ class NeptuneBackend(Backend):
                     names.add(row.get_attribute_value(F_EXPERIMENT))
             return sorted(n for n in names if isinstance(n, str) and n)
         if self.mode == "offline":
-            names = {run_view(d).experiment for d in self._offline_data()}
+            names = {view.experiment for view in self._offline_views()}
         else:
             names = set()
         with self._lock:
@@ -715,7 +714,7 @@ class NeptuneBackend(Backend):
         if self.mode in SERVER_MODES:
             infos = self._search_server(query)
         elif self.mode == "offline":
-            infos = [run_view(d).info() for d in self._offline_data()]
+            infos = [view.info() for view in self._offline_views()]
         else:
             with self._lock:
                 states = list(self._runs.values())

@@ -14,17 +14,21 @@ import base64
 import contextlib
 import glob
 import json
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trackkit.backends.neptune.view import NeptuneRunData
+from trackkit.backends.neptune.view import NeptuneRunData, RunView, run_view
 from trackkit.copy import bytes_source, file_source
 from trackkit.errors import InvalidInput, NotFound
 
 #: the layout version of offline directories this reader knows (neptune 1.x)
 STRUCTURE_VERSIONS = (3,)
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _offline_root(source: Path) -> Path:
@@ -136,8 +140,63 @@ def read_offline_runs(
                     data.created = datetime.fromisoformat(created)
             _replay(directory, data, _project(directory).resolve(), outside_files)
         runs.append(data)
-    runs.sort(key=lambda d: (d.created or datetime.min.replace(tzinfo=timezone.utc), d.id))
+    runs.sort(key=lambda d: (d.created or _EARLIEST, d.id))
     return runs
+
+
+#: how many runs :class:`OfflineRuns` keeps read (the runs a copier or a listing reads in turn)
+CACHED_RUNS = 8
+
+
+def _signature(directories: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a run's directories are written to: each file's name, size and
+    modification time."""
+    found = []
+    for directory in directories:
+        with contextlib.suppress(OSError), os.scandir(directory) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_file():
+                        info = entry.stat()
+                        found.append((entry.path, info.st_size, info.st_mtime_ns))
+    return tuple(sorted(found))
+
+
+class OfflineRuns:
+    """The offline runs under one data directory, as :func:`read_offline_runs` reads them,
+    each read again only when its files changed: a copier asks for one run's metrics, its
+    files and its models in turn, and a listing asks for every run. The last
+    :data:`CACHED_RUNS` runs read are kept, each with its view (made once: making it notes
+    what it cannot decode in the run's ``skipped``)."""
+
+    def __init__(self, data_dir: Path, outside_files: bool = False) -> None:
+        self.data_dir = data_dir
+        self.outside_files = outside_files
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[str, tuple[Any, NeptuneRunData, RunView]] = OrderedDict()
+
+    def runs(self, run_id: str | None = None) -> list[tuple[NeptuneRunData, RunView]]:
+        """Every run (or only ``run_id``, if it is there), oldest first, with its view."""
+        directories = offline_run_dirs(self.data_dir)
+        if run_id is not None:
+            directories = {run_id: directories[run_id]} if run_id in directories else {}
+        signatures = {r: _signature(d) for r, d in directories.items()}
+        with self._lock:
+            stale = [r for r, sig in signatures.items() if self._kept.get(r, (None,))[0] != sig]
+        read = read_offline_runs(self.data_dir, stale, outside_files=self.outside_files)
+        with self._lock:
+            for data in read:
+                self._kept[data.id] = (signatures[data.id], data, run_view(data))
+            found = []
+            for r in signatures:
+                entry = self._kept.get(r)
+                if entry is not None:
+                    self._kept.move_to_end(r)
+                    found.append(entry)
+            while len(self._kept) > CACHED_RUNS:
+                self._kept.popitem(last=False)
+        found.sort(key=lambda e: (e[1].created or _EARLIEST, e[1].id))
+        return [(data, view) for _, data, view in found]
 
 
 def outside_warning(runs: Sequence[NeptuneRunData], shown: set[str] | None = None) -> str | None:
