@@ -132,7 +132,7 @@ def test_an_unwritable_trackkit_directory_warns_once_and_runs_in_memory(
 
 
 LOSES_POINTS = """
-import sys, time, warnings, trackkit
+import os, sys, time, warnings, trackkit
 warnings.simplefilter("always")
 tracker = trackkit.get_tracker("mlflow", tracking_uri=sys.argv[1], flush_interval=0.1,
                                memory_bound=500, end_timeout=120)
@@ -143,10 +143,14 @@ while not run.flush() and time.monotonic() < deadline:  # a loaded machine: unti
     time.sleep(0.5)
 print("STARTED", run.id, run.delivered or run.journal.empty(), flush=True)
 sys.stdin.readline()  # the server hangs now
+# the writer learns that from a send that times out; MLflow's client would send it again
+# after the timeout (trackkit retries sends itself), and the logging thread waits that long
+os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
 for i in range(1, 5001):
     run.log_metric("loss", float(i), step=i)
 print("LOGGED", run.lost, flush=True)
 sys.stdin.readline()  # the server goes on
+del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
 deadline = time.monotonic() + 240
 while not run.flush() and time.monotonic() < deadline:  # until it answers again
     time.sleep(0.5)
