@@ -676,15 +676,18 @@ class MLflowBackend(Backend):
         store: Any = getattr(getattr(self.client, "_tracking_client", None), "store", None)
         rows = self._metric_rows(store, run_id) if wanted else None
         if rows is None:
-            return super().get_metric_histories(run_id, keys)
-        found: dict[str, list[MetricPoint]] = {key: [] for key in keys}
-        nan = math.nan
-        for key, step, value, stamp, is_nan in rows:
-            if key in wanted:
-                # as MLflow's own reader gives them: NaN is stored as 0 with is_nan set
-                found[key].append(MetricPoint(step, nan if is_nan else value, stamp))
+            found = super().get_metric_histories(run_id, keys)
+        else:
+            found = {key: [] for key in keys}
+            nan = math.nan
+            for key, step, value, stamp, is_nan in rows:
+                if key in wanted:
+                    # as MLflow's own reader gives them: NaN is stored as 0 with is_nan set
+                    found[key].append(MetricPoint(step, nan if is_nan else value, stamp))
         if not any(found.values()):
-            self.get_run(run_id)  # no points: NotFound when there is no such run
+            # no points: NotFound when there is no such run (a server answers an unknown
+            # run's history with an empty list, as a database store's query does)
+            self.get_run(run_id)
         return found
 
     def _metric_rows(self, store: Any, run_id: str) -> list[Any] | None:
