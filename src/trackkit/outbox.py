@@ -404,10 +404,7 @@ class FanOut:
         size = 0
         for outbox in self.outboxes:
             with outbox.lock:
-                queue = outbox._queue
-                queue.append(entry)
-                if len(queue) > size:
-                    size = len(queue)
+                size = max(size, outbox.put(entry))
         return size
 
     def put_all(self, entries: Sequence[jn.Entry]) -> int:
