@@ -178,7 +178,10 @@ def _closed_port() -> int:
 
 def test_the_option_and_the_environment(monkeypatch: pytest.MonkeyPatch, sqlite_uri: str) -> None:
     with pytest.raises(trackkit.InvalidInput, match="batch_process"):
-        trackkit.get_tracker("mlflow", tracking_uri=sqlite_uri, batch_process="yes")
+        trackkit.get_tracker("mlflow", tracking_uri=sqlite_uri, batch_process="maybe")
+    # text, as `-o batch_process=false` passes it: "false" is off, never taken as on
+    texted = trackkit.get_tracker("mlflow", tracking_uri=sqlite_uri, batch_process="false")
+    assert texted.backend.batch_process is None  # type: ignore[attr-defined]
     assert trackkit.get_tracker("mlflow", tracking_uri=sqlite_uri).backend.batch_process is None  # type: ignore[attr-defined]
     monkeypatch.setenv(mlflow_worker.ENV, "1")
     tracker = trackkit.get_tracker("mlflow", tracking_uri=sqlite_uri)

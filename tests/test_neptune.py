@@ -326,12 +326,25 @@ def test_offline_backend_cannot_resume() -> None:
         ({"mode": "async", "project": "ws/proj"}, "NEPTUNE_API_TOKEN"),
         ({"mode": "async", "project": "ws/proj", "api_token": "not-a-token"}, "not valid"),
         ({"tracking_uri": "x"}, "rejected its options"),
+        ({"monitoring": "maybe"}, "monitoring must be True or False"),
+        ({"outside_files": 1}, "outside_files must be True or False"),
     ],
 )
 def test_bad_configuration_is_refused_clearly(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInput, match=message) as caught:
         trackkit.get_tracker("neptune", **options)
     assert "not-a-token" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "on"), [("false", False), ("0", False), ("True", True)])
+def test_on_off_options_given_as_text_mean_what_they_say(
+    tmp_path: Path, text: str, on: bool
+) -> None:
+    """``-o monitoring=false`` passes the text "false": it must turn monitoring off."""
+    backend = trackkit.get_tracker(
+        "neptune", data_dir=tmp_path, monitoring=text, outside_files=text
+    ).backend
+    assert (backend.monitoring, backend.outside_files) == (on, on)  # type: ignore[attr-defined]
 
 
 def test_tokens_never_show(

@@ -32,6 +32,22 @@ def switch(name: str, default: bool) -> bool:
     raise InvalidInput(f"${name} must be one of {', '.join(TRUE + FALSE)}, got {raw!r}")
 
 
+def on_off(name: str, value: object) -> bool:
+    """An on/off option, given in code (``True``/``False``) or as text, as ``-o name=false``
+    passes it: 1, true, yes, on or 0, false, no, off, in any case.
+
+    Raises:
+        InvalidInput: any other value (``"false"`` is never taken as true), naming the option.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
+        return value.strip().lower() in TRUE
+    raise InvalidInput(
+        f"{name} must be True or False (as text: {', '.join(TRUE + FALSE)}), got {value!r}"
+    )
+
+
 def seconds(name: str, default: float) -> float:
     """The variable ``name`` as a positive, finite number of seconds, or ``default`` if unset.
 

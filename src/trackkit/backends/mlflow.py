@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from trackkit import hookimpl
+from trackkit import env, hookimpl
 from trackkit._lazy import import_sdk
 from trackkit._secrets import redact, scrub, without_password
 from trackkit.backend import Backend, Capabilities, Limits
@@ -315,10 +315,11 @@ class MLflowBackend(Backend):
         self,
         tracking_uri: str | None = None,
         registry_uri: str | None = None,
-        batch_process: bool | None = None,
+        batch_process: bool | str | None = None,
     ) -> None:
-        if batch_process is not None and not isinstance(batch_process, bool):
-            raise InvalidInput(f"batch_process must be True or False, got {batch_process!r}")
+        # -o batch_process=true passes text; a value that is not on/off is refused
+        if batch_process is not None:
+            batch_process = env.on_off("batch_process", batch_process)
         for label, given in (("tracking_uri", tracking_uri), ("registry_uri", registry_uri)):
             if given is not None and not isinstance(given, str):
                 raise InvalidInput(

@@ -206,10 +206,9 @@ class NeptuneBackend(Backend):
             registry_path
             or Path(os.environ.get("TRACKKIT_DIR") or ".trackkit") / "neptune-registry.db"
         ).resolve()
-        self.monitoring = bool(monitoring)
-        if str(outside_files).lower() not in ("true", "false"):  # -o outside_files=true: text
-            raise InvalidInput(f"outside_files must be true or false, got {outside_files!r}")
-        self.outside_files = str(outside_files).lower() == "true"
+        # -o monitoring=false passes text: "false" must not turn it on
+        self.monitoring = env.on_off("monitoring", monitoring)
+        self.outside_files = env.on_off("outside_files", outside_files)
         self._outside_shown: set[str] = set()  # outside files already warned about
         self._offline = OfflineRuns(self.data_dir, self.outside_files)
         secret: Secret | None = None

@@ -220,7 +220,7 @@ class WandbBackend(Backend):
             self._sdk_settings()
         except Exception as e:
             raise InvalidInput(f"wandb.Settings rejected settings: {redact(str(e))}") from e
-        self.from_offline = bool(from_offline)
+        self.from_offline = env.on_off("from_offline", from_offline)
         self._lock = threading.RLock()
         self._runs: dict[str, _Open] = {}
         self._reader = RecordReader(self.dir)
