@@ -455,6 +455,7 @@ class Writer:
             self._begun += 1
             number = self._begun
         more = False
+        answered = False  # the backend took a send this round (not merely: nothing to send)
         for outbox in self._snapshot():
             waiting = outbox.failure is not None and outbox.retry_at > time.monotonic()
             if waiting and not outbox.urgent:
@@ -462,9 +463,11 @@ class Writer:
             outbox.urgent = False
             try:
                 store = outbox.sendable()
+                had_work = not store.empty()
                 if deliver(store, self.backend, outbox.meta, budget=ROUND):
                     outbox.ended_sent = True
                 done = store.empty()
+                answered = answered or had_work
             except JournalFailure as e:  # the local disk, not the backend: go on from memory
                 self._journal_failed(outbox, e.cause)
                 more = True
@@ -482,7 +485,11 @@ class Writer:
                 more = True
         with self._progress:
             self._done = number
-            if self.failure is not None and all(o.failure is None for o in self._snapshot()):
+            if (
+                self.failure is not None
+                and answered
+                and all(o.failure is None for o in self._snapshot())
+            ):
                 logger.warning(
                     "trackkit: the %s backend is reachable again; journaled operations "
                     "are delivered",
