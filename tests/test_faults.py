@@ -108,6 +108,48 @@ def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
         _stop(server)
 
 
+def test_a_run_started_while_the_server_is_down_takes_a_model_once_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression().fit([[0.0], [1.0], [2.0]], [0.0, 1.0, 2.0])
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    tracker = trackkit.get_tracker("mlflow", tracking_uri=url, flush_interval=0.2, end_timeout=600)
+    server = None
+    try:
+        with pytest.warns(trackkit.TrackkitWarning, match="backend failed"):
+            run = tracker.start_run(experiment="late", name="started-while-down")
+        provisional = run.id
+        assert provisional.startswith("local-")
+        # a round with nothing to send is no sign that the service answered
+        assert run.flush(timeout=60)
+        assert "reachable again" not in caplog.text
+        for i in range(50):
+            run.log_metric("loss", float(i))
+        with pytest.raises(trackkit.BackendError, match="exists only locally"):
+            run.log_model(model, "model")  # the service is still down: a clear refusal
+        server, _ = start_mlflow_server(tmp_path / "srv", port)
+        ref = run.log_model(model, "model")  # the run is created first, then takes the model
+        assert not run.id.startswith("local-") and run.id != provisional
+        run.end()
+        assert caplog.text.count("reachable again") == 1
+        client = mlflow.MlflowClient(tracking_uri=url)
+        found = client.get_run(run.id)
+        assert found.info.run_name == "started-while-down" and found.info.status == "FINISHED"
+        assert _steps(client, run.id, "loss") == list(range(50))
+        [logged] = client.search_logged_models(
+            experiment_ids=[found.info.experiment_id], filter_string=f"source_run_id='{run.id}'"
+        )
+        assert logged.name == "model"
+        assert tracker.load_model(ref).predict([[3.0]])[0] == pytest.approx(3.0)
+    finally:
+        tracker.close()
+        if server is not None:
+            _stop(server)
+
+
 TRAINING = """
 import faulthandler, signal, sys, time, trackkit
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's stack dump if it hangs

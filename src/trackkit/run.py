@@ -119,7 +119,7 @@ class Run:
         self._max_timestamp = self._limits.max_timestamp
         # time-ordered, so journals sort in start order and a parent is replayed before its child
         local_id = f"local-{time_ns():016x}{uuid.uuid4().hex[:16]}"
-        self.id = handle.id if handle else local_id
+        self._first_id = handle.id if handle else local_id
         self.name = handle.name if handle else (name or local_id)
         self.experiment = handle.experiment if handle else experiment
         #: the parent run's id (``start_run(parent=...)``); a ``local-...`` id while the parent
@@ -155,6 +155,13 @@ class Run:
         self.on_close: list[Callable[[str], None]] = []
         self._lock = self._sink.lock  # one lock guards the run's state and its queue
         self.status: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The backend's run id. A run started while its service was unreachable has a
+        provisional ``local-...`` id until the writer (once the service is back) or
+        ``trackkit sync`` creates it there; from then on this is the backend's id."""
+        return self.outbox.run_id or self._first_id
 
     def __repr__(self) -> str:
         state = self.status or "RUNNING"
@@ -679,6 +686,20 @@ class Run:
         require(self._backend, "models", "log_model", "pickle the model and use log_artifact")
         with self._lock:
             self._check_open()
+        if self.outbox.run_id is None:
+            # started while the service was unreachable: a model needs the run at the backend,
+            # so have the writer create it now (and send what was logged) if the service is back
+            self._writer.flush(self.outbox, self.tracker.end_timeout)
+            if self.outbox.run_id is None:
+                raise BackendError(
+                    redact(
+                        f"the {self._backend.describe()} backend failed to log model "
+                        f"{where!r}: run {self.id} exists only locally (the backend was "
+                        "unreachable when the run started, and still is), and a model needs "
+                        "the service; log it once the backend is reachable (`trackkit sync` "
+                        "delivers the rest of the run)"
+                    )
+                )
         ref = call(
             self._backend,
             f"log model {where!r}",
