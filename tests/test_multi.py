@@ -300,6 +300,43 @@ def test_a_start_time_and_a_model_tag_go_where_they_can_be_kept(
         pair.start_run(run_id=run.id, start_time=started)
 
 
+def test_a_search_on_backends_not_all_nesting_tags_its_trials_even_in_strict_mode(
+    sqlite_uri: str, tmp_path: Path, files: ExampleFiles
+) -> None:
+    """The example backend has no nested runs: an optuna search's trials are top-level runs
+    tagged with the search run's id on both backends, and strict mode does not refuse them."""
+    optuna = pytest.importorskip("optuna")
+    from trackkit.integrations import SEARCH_RUN_TAG
+    from trackkit.integrations.optuna import TrackkitCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tracker = trackkit.get_tracker(
+        ["mlflow", "example"],
+        mlflow={"tracking_uri": sqlite_uri},
+        example={"root": tmp_path / "ex"},
+        strict=True,
+    )
+    try:
+        with tracker.start_run(experiment="search", name="search") as parent:
+            optuna.create_study().optimize(
+                lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[TrackkitCallback()]
+            )
+    finally:
+        tracker.close()
+    client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
+    experiment = client.get_experiment_by_name("search").experiment_id
+    trials = client.search_runs([experiment], f"tags.`{SEARCH_RUN_TAG}` = '{parent.id}'")
+    assert sorted(r.info.run_name for r in trials) == ["trial-0", "trial-1"]
+    assert all("mlflow.parentRunId" not in r.data.tags for r in trials)
+    example_trials = [
+        p.parent.name
+        for p in (tmp_path / "ex").glob("*/*/tags.json")
+        if json.loads(p.read_text()).get(SEARCH_RUN_TAG) == parent.id  # the search run's id
+    ]
+    assert len(example_trials) == 2
+    assert all(files.meta(t)["status"] == "FINISHED" for t in example_trials)
+
+
 def test_strict_mode_raises_before_doing_anything(sqlite_uri: str, tmp_path: Path) -> None:
     tracker = trackkit.get_tracker(
         ["mlflow", "example"],
@@ -501,9 +538,14 @@ def test_a_multi_run_is_a_run_checked_by_runs_own_code() -> None:
     }
     assert checked_once & set(vars(MultiRun)) == set()
     each_backend = {"check_delivery", "log_artifact", "log_table", "store_model", "flush"}
-    assert each_backend | {"close", "await_end", "describe", "delivered", "lost"} <= set(
-        vars(MultiRun)
-    )
+    assert each_backend | {
+        "close",
+        "await_end",
+        "describe",
+        "delivered",
+        "lost",
+        "backends",
+    } <= set(vars(MultiRun))
     public = {n for n in vars(Tracker) if not n.startswith("_")}
     missing = sorted(public - set(vars(MultiTracker)) - {"backend_name"})
     assert missing == [], f"MultiTracker inherits {missing} from Tracker"

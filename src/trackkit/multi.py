@@ -957,7 +957,7 @@ class MultiRun(Run):
         return "\n".join(f"{name}: {run.describe()}" for name, run in self.runs.items())
 
     # -- what Run's own validation asks of its backend, answered for every backend ---------------
-    def _backends(self) -> list[Backend]:
+    def backends(self) -> list[Backend]:
         return [run.tracker.backend for run in self._lanes]
 
     def check_delivery(self, stacklevel: int = 3) -> None:

@@ -305,13 +305,14 @@ class Run:
         """Apply the memory bound to what is queued now (see :meth:`_queue_full`)."""
         self._queue_full(self.outbox.queued())
 
-    def _backends(self) -> list[Backend]:
-        """The backends the run is logged to (their limits are the run's ``_limits``)."""
+    def backends(self) -> list[Backend]:
+        """The backends the run is logged to: one, or each backend of a run on several (what
+        is checked at the call, such as a capability, must hold on each)."""
         return [self._backend]
 
     def _limited_by(self) -> str:
         """Whose limits names and values are checked against, for messages."""
-        names = [b.name for b in self._backends()]
+        names = [b.name for b in self.backends()]
         if len(names) == 1:
             return f"the {names[0]} backend"
         return f"one of the backends ({', '.join(names)})"
@@ -320,7 +321,7 @@ class Run:
         """Record the names a call logged; warn once about each rename (stack: user code)."""
         for key, stored in self._keys[kind].claim(names).items():
             self.renames.setdefault(kind, {})[key] = stored
-            kept = any(b.capabilities.artifacts for b in self._backends())
+            kept = any(b.capabilities.artifacts for b in self.backends())
             where = RENAMES_ARTIFACT if kept else "Run.renames"
             warnings.warn(
                 f"{kind} name {key!r} has characters {self._limited_by()} does not "
@@ -389,7 +390,7 @@ class Run:
         """Store an over-long value whole as an artifact; return the truncated form to log."""
         short = self._stored_text(stored, text, kind)
         if short is not None:
-            lacking = [b.name for b in self._backends() if not b.capabilities.artifacts]
+            lacking = [b.name for b in self.backends() if not b.capabilities.artifacts]
             if lacking:
                 raise InvalidInput(
                     f"{kind[:-1]} {stored!r} is {len(text)} characters, over the limit of "
@@ -734,9 +735,7 @@ class Run:
 
     def _log_renames(self) -> None:
         count = sum(len(r) for r in self.renames.values())
-        if count != self._renames_logged and any(
-            b.capabilities.artifacts for b in self._backends()
-        ):
+        if count != self._renames_logged and any(b.capabilities.artifacts for b in self.backends()):
             self._renames_logged = count
             self.log_dict(self.renames, RENAMES_ARTIFACT)
 

@@ -28,9 +28,10 @@ def start_trial(name: str, nested: bool, tags: Mapping[str, Any] | None = None) 
     with ``with tracker.start_run(...)``; the trial starts on that run's tracker.
 
     With ``nested`` and an active run, the trial is the active run's child where the backend
-    declares ``nested_runs``; elsewhere it is a top-level run in the same experiment, tagged
-    ``trackkit.search_run_id`` with the active run's id, so ``search_runs(filter=
-    "tags.`trackkit.search_run_id` = '<id>'")`` finds every trial of the search.
+    declares ``nested_runs`` (each backend, for a run on several); elsewhere it is a top-level
+    run in the same experiment, tagged ``trackkit.search_run_id`` with the active run's id, so
+    ``search_runs(filter="tags.`trackkit.search_run_id` = '<id>'")`` finds every trial of the
+    search.
     """
     from trackkit import fluent
 
@@ -40,7 +41,7 @@ def start_trial(name: str, nested: bool, tags: Mapping[str, Any] | None = None) 
         return fluent.start_run(name=name, tags=all_tags)
     all_tags[SEARCH_RUN_TAG] = parent.outbox.run_id or parent.id
     # on the search run's tracker, which may not be the default one (`with tracker.start_run()`)
-    if parent.tracker.backend.capabilities.nested_runs:
+    if all(backend.capabilities.nested_runs for backend in parent.backends()):
         return fluent.start_active_run(parent.tracker, name=name, tags=all_tags, parent=parent)
     return fluent.start_active_run(
         parent.tracker, experiment=parent.experiment, name=name, tags=all_tags
