@@ -75,6 +75,7 @@ def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     (tmp_path / "notes.txt").write_text("kept")
     tracker = trackkit.get_tracker("mlflow", tracking_uri=url, flush_interval=0.2, end_timeout=2)
+    before_start = int(time.time() * 1000)
     with pytest.warns(trackkit.TrackkitWarning) as warned:
         run = tracker.start_run(experiment="offline", name="while-down", tags={"team": "a"})
         with run:
@@ -82,6 +83,7 @@ def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
             for i in range(250):
                 run.log_metric("loss", float(i))
             run.log_artifact(tmp_path / "notes.txt", "docs")
+    ended = int(time.time() * 1000)
     tracker.close()
     assert run.id.startswith("local-")
     assert any("trackkit sync" in str(w.message) for w in warned)
@@ -96,6 +98,8 @@ def test_server_down_for_the_whole_run_then_sync(tmp_path: Path) -> None:
         [found] = client.search_runs([client.get_experiment_by_name("offline").experiment_id])
         assert found.info.run_id == results[0].run_id
         assert found.info.status == "FINISHED" and found.info.run_name == "while-down"
+        # the run keeps the times it had in the training process, not the time of the sync
+        assert before_start <= found.info.start_time <= found.info.end_time <= ended
         assert found.data.params == {"lr": "0.1"} and found.data.tags["team"] == "a"
         assert _steps(client, found.info.run_id, "loss") == list(range(250))
         assert [a.path for a in client.list_artifacts(found.info.run_id, "docs")] == [

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -339,6 +340,37 @@ with mlflow.start_run():
     info = mlflow.pyfunc.log_model(name="model", python_model=Loud(), pip_requirements=["mlflow"])
 print(info.model_uri)
 """
+
+
+def test_a_journals_run_times_are_kept_when_sound_and_ignored_otherwise(
+    tmp_path: Path, sqlite_uri: str, mlflow_client: Any
+) -> None:
+    """A run created by sync keeps its start and end times from the journal; a time that is
+    not a whole number of ms a store can hold (planted, or damaged) is ignored, not sent."""
+    start, end = 1_700_000_000_000, 1_700_000_100_000
+    cases = {
+        "sound": (start, end),
+        "text": ("soon", end),
+        "huge": (2**70, 2**70),
+        "negative": (-5, -5),
+        "flag": (True, None),
+    }
+    for name, (started, ended) in cases.items():
+        meta = {**_run_meta(sqlite_uri, "times", name), "started": started}
+        _journal(
+            tmp_path / ".trackkit",
+            meta,
+            [*_points(2), (jn.END, None, None, None, ended, "FINISHED")],
+        ).close()
+    before = int(time.time() * 1000)
+    results = trackkit.sync(tracking_uri=sqlite_uri)
+    assert sorted(r.outcome for r in results) == ["delivered"] * len(cases)
+    runs = {r.info.run_name: r.info for r in _runs(mlflow_client, "times")}
+    assert (runs["sound"].start_time, runs["sound"].end_time) == (start, end)
+    assert runs["text"].start_time >= before and runs["text"].end_time == end
+    for name in ("huge", "negative", "flag"):
+        assert runs[name].start_time >= before and runs[name].end_time >= before, name
+        assert runs[name].status == "FINISHED"
 
 
 def test_deferred_replay_runs_only_registry_calls_and_never_loads_a_model(

@@ -139,6 +139,9 @@ class Run:
                 "experiment": self.experiment,
                 "name": name,
                 "parent_id": parent_id,
+                # when a run that exists only locally started (ms): it is created later, with
+                # this start time where the backend keeps run times
+                "started": None if handle else int(_time() * 1000),
                 "backend": self._backend.name,
                 "options": self._backend.replay_options(),
                 "pid": os.getpid(),

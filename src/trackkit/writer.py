@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from trackkit import journal as jn
 from trackkit._secrets import redact
+from trackkit.backend import end_run as end_backend_run
 from trackkit.backend import start_run as start_backend_run
 from trackkit.entities import Metric
 from trackkit.errors import InvalidInput, NotFound, TrackkitWarning
@@ -235,7 +236,12 @@ def ensure_started(journal: Store, backend: Backend, meta: dict[str, Any]) -> st
             meta["parent_id"] = parent
             journal.set_meta(parent_id=parent)
         handle = start_backend_run(
-            backend, meta["experiment"], meta.get("name"), None, parent_id=parent
+            backend,
+            meta["experiment"],
+            meta.get("name"),
+            None,
+            parent_id=parent,
+            start_time=_kept_time(backend, meta.get("started")),
         )
         run_id = handle.id
         meta["run_id"] = run_id
@@ -243,6 +249,16 @@ def ensure_started(journal: Store, backend: Backend, meta: dict[str, Any]) -> st
         if meta.get("local_id"):
             _STARTED[str(meta["local_id"])] = str(run_id)
     return str(run_id)
+
+
+def _kept_time(backend: Backend, ms: Any) -> int | None:
+    """``ms`` (a journal's time of a run's start or end) where ``backend`` keeps run times and
+    it is a time the backend can hold; None (the backend's now) otherwise. A journal is
+    untrusted input: anything else in it is ignored, not sent."""
+    if not backend.capabilities.run_times or type(ms) is not int:
+        return None
+    limit = backend.limits.max_timestamp
+    return ms if 0 <= ms and (limit is None or ms <= limit) else None
 
 
 def deliver(
@@ -270,9 +286,9 @@ def deliver(
         if batches:
             _send_concurrently(backend, run_id, batches, journal)
             continue
-        seq, kind, key, _, _, _, text = rows[0]
-        if kind == jn.END:
-            backend.end_run(run_id, text or "FINISHED")
+        seq, kind, key, _, _, ts, text = rows[0]
+        if kind == jn.END:  # a run delivered late still ends when run.end() was called
+            end_backend_run(backend, run_id, text or "FINISHED", _kept_time(backend, ts))
             journal.set_meta(ended=text or "FINISHED")
             ended = True
         elif kind == jn.ARTIFACT:
