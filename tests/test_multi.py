@@ -78,6 +78,19 @@ def pair(sqlite_uri: str, tmp_path: Path) -> Iterator[MultiTracker]:
 
 
 @pytest.fixture
+def strict_pair(sqlite_uri: str, tmp_path: Path) -> Iterator[MultiTracker]:
+    tracker = trackkit.get_tracker(
+        ["mlflow", "example"],
+        mlflow={"tracking_uri": sqlite_uri},
+        example={"root": tmp_path / "ex"},
+        strict=True,
+    )
+    assert isinstance(tracker, MultiTracker)
+    yield tracker
+    tracker.close()
+
+
+@pytest.fixture
 def files(tmp_path: Path) -> ExampleFiles:
     return ExampleFiles(tmp_path / "ex")
 
@@ -301,7 +314,7 @@ def test_a_start_time_and_a_model_tag_go_where_they_can_be_kept(
 
 
 def test_a_search_on_backends_not_all_nesting_tags_its_trials_even_in_strict_mode(
-    sqlite_uri: str, tmp_path: Path, files: ExampleFiles
+    strict_pair: MultiTracker, sqlite_uri: str, tmp_path: Path, files: ExampleFiles
 ) -> None:
     """The example backend has no nested runs: an optuna search's trials are top-level runs
     tagged with the search run's id on both backends, and strict mode does not refuse them."""
@@ -310,19 +323,11 @@ def test_a_search_on_backends_not_all_nesting_tags_its_trials_even_in_strict_mod
     from trackkit.integrations.optuna import TrackkitCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tracker = trackkit.get_tracker(
-        ["mlflow", "example"],
-        mlflow={"tracking_uri": sqlite_uri},
-        example={"root": tmp_path / "ex"},
-        strict=True,
-    )
-    try:
-        with tracker.start_run(experiment="search", name="search") as parent:
-            optuna.create_study().optimize(
-                lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[TrackkitCallback()]
-            )
-    finally:
-        tracker.close()
+    tracker = strict_pair
+    with tracker.start_run(experiment="search", name="search") as parent:
+        optuna.create_study().optimize(
+            lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[TrackkitCallback()]
+        )
     client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
     experiment = client.get_experiment_by_name("search").experiment_id
     trials = client.search_runs([experiment], f"tags.`{SEARCH_RUN_TAG}` = '{parent.id}'")
@@ -337,35 +342,27 @@ def test_a_search_on_backends_not_all_nesting_tags_its_trials_even_in_strict_mod
     assert all(files.meta(t)["status"] == "FINISHED" for t in example_trials)
 
 
-def test_strict_mode_raises_before_doing_anything(sqlite_uri: str, tmp_path: Path) -> None:
-    tracker = trackkit.get_tracker(
-        ["mlflow", "example"],
-        mlflow={"tracking_uri": sqlite_uri},
-        example={"root": tmp_path / "ex"},
-        strict=True,
-    )
-    try:
-        with tracker.start_run(experiment="strict") as run:
-            run.log_text("kept", "notes.txt")
-            with pytest.raises(
-                trackkit.UnsupportedOperation, match="example backend does not support"
-            ):
-                tracker.start_run(parent=run)
-            with pytest.raises(
-                trackkit.UnsupportedOperation,
-                match="example backend does not support register_model",
-            ):
-                tracker.register_model(f"runs:/{run.id}/notes.txt", "strict-model")
-            with pytest.raises(
-                trackkit.UnsupportedOperation,
-                match=r"example backend does not support start_run\(start_time=...\)",
-            ):
-                tracker.start_run(experiment="strict", start_time=1_600_000_000_000)
-        client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
-        assert client.search_registered_models() == []  # nothing registered anywhere
-        assert len(client.search_runs([client.get_experiment_by_name("strict").experiment_id])) == 1
-    finally:
-        tracker.close()
+def test_strict_mode_raises_before_doing_anything(
+    strict_pair: MultiTracker, sqlite_uri: str
+) -> None:
+    tracker = strict_pair
+    with tracker.start_run(experiment="strict") as run:
+        run.log_text("kept", "notes.txt")
+        with pytest.raises(trackkit.UnsupportedOperation, match="example backend does not support"):
+            tracker.start_run(parent=run)
+        with pytest.raises(
+            trackkit.UnsupportedOperation,
+            match="example backend does not support register_model",
+        ):
+            tracker.register_model(f"runs:/{run.id}/notes.txt", "strict-model")
+        with pytest.raises(
+            trackkit.UnsupportedOperation,
+            match=r"example backend does not support start_run\(start_time=...\)",
+        ):
+            tracker.start_run(experiment="strict", start_time=1_600_000_000_000)
+    client = mlflow.MlflowClient(tracking_uri=sqlite_uri)
+    assert client.search_registered_models() == []  # nothing registered anywhere
+    assert len(client.search_runs([client.get_experiment_by_name("strict").experiment_id])) == 1
 
 
 def test_set_tracking_uri_goes_to_the_backend_that_takes_one(
