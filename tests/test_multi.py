@@ -64,30 +64,27 @@ class ExampleFiles:
         return (self.run_dir(run_id) / "artifacts" / path).read_text()
 
 
-@pytest.fixture
-def pair(sqlite_uri: str, tmp_path: Path) -> Iterator[MultiTracker]:
+def _pair(sqlite_uri: str, tmp_path: Path, **options: Any) -> Iterator[MultiTracker]:
+    """MLflow on ``sqlite_uri`` and the example backend under ``tmp_path/ex``, closed after."""
     tracker = trackkit.get_tracker(
         ["mlflow", "example"],
         mlflow={"tracking_uri": sqlite_uri},
         example={"root": tmp_path / "ex"},
-        flush_interval=0.05,
+        **options,
     )
     assert isinstance(tracker, MultiTracker)
     yield tracker
     tracker.close()
+
+
+@pytest.fixture
+def pair(sqlite_uri: str, tmp_path: Path) -> Iterator[MultiTracker]:
+    yield from _pair(sqlite_uri, tmp_path, flush_interval=0.05)
 
 
 @pytest.fixture
 def strict_pair(sqlite_uri: str, tmp_path: Path) -> Iterator[MultiTracker]:
-    tracker = trackkit.get_tracker(
-        ["mlflow", "example"],
-        mlflow={"tracking_uri": sqlite_uri},
-        example={"root": tmp_path / "ex"},
-        strict=True,
-    )
-    assert isinstance(tracker, MultiTracker)
-    yield tracker
-    tracker.close()
+    yield from _pair(sqlite_uri, tmp_path, strict=True)
 
 
 @pytest.fixture
