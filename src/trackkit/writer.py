@@ -258,7 +258,7 @@ def _kept_time(backend: Backend, ms: Any) -> int | None:
     if not backend.capabilities.run_times or type(ms) is not int:
         return None
     limit = backend.limits.max_timestamp
-    return ms if 0 <= ms and (limit is None or ms <= limit) else None
+    return ms if ms >= 0 and (limit is None or ms <= limit) else None
 
 
 def deliver(
