@@ -80,6 +80,22 @@ def _stop_writers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             writer.stop(timeout=2)
 
 
+def neptune_offline_run(project: Path, code: str, *args: str) -> Path:
+    """Run ``code`` (plain neptune client code, given ``args`` as ``sys.argv[1:]``) in
+    ``project`` in Neptune's offline mode; the folder of the one offline run it wrote."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=project,
+        env={**os.environ, "NEPTUNE_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run_dir] = (project / ".neptune" / "offline").iterdir()
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def _template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, migrated MLflow database, created once (migrations take seconds)."""

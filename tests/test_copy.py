@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import trackkit
+from conftest import neptune_offline_run
 from trackkit.backends.neptune import copy_runs, read_offline_runs
 from trackkit.cli import build_parser
 from trackkit.errors import InvalidInput, NotFound
@@ -280,8 +281,6 @@ def test_files_outside_the_runs_folder_are_copied_only_with_outside_files(
     """A run made by plain neptune code names a file outside its project folder: both forms
     of the command leave it out, with a note; ``--outside-files`` copies it and warns, naming
     it. What MLflow holds is read with MlflowClient."""
-    import os
-    import subprocess
     import tempfile
     import warnings
 
@@ -296,16 +295,7 @@ def test_files_outside_the_runs_folder_are_copied_only_with_outside_files(
     project = tmp_path / "project"
     project.mkdir()
     (project / "inside.txt").write_text("inside")
-    done = subprocess.run(
-        [sys.executable, "-c", OUTSIDE, str(outside)],
-        cwd=project,
-        env={**os.environ, "NEPTUNE_MODE": "offline"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    [run_dir] = (project / ".neptune" / "offline").iterdir()
+    run_dir = neptune_offline_run(project, OUTSIDE, str(outside))
     run_id = run_dir.name.split("__")[1]
 
     def files(uri: str, run: str) -> dict[str, bytes]:

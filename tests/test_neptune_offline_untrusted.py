@@ -10,13 +10,11 @@ offline; the planted lines are edits of its own log files.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import neptune_offline_run
 from trackkit.backends.neptune import read_offline_runs
 
 pytest.importorskip("neptune")
@@ -34,17 +32,7 @@ def _offline_run(project: Path) -> Path:
     """A run made by plain neptune code in ``project``, uploading one of its files by path."""
     (project / "data").mkdir(parents=True)
     (project / "data" / "inside.txt").write_text("the project's own file")
-    done = subprocess.run(
-        [sys.executable, "-c", WRITE],
-        cwd=project,
-        env={**os.environ, "NEPTUNE_MODE": "offline"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    [run_dir] = (project / ".neptune" / "offline").iterdir()
-    return run_dir
+    return neptune_offline_run(project, WRITE)
 
 
 def _plant(run_dir: Path, ops: list[dict[str, object]]) -> None:
