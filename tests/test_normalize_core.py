@@ -11,6 +11,7 @@ it says on MLflow, and that the caller's objects are left as they were. What onl
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import math
 import re
@@ -259,6 +260,18 @@ def test_datetime_and_int_millisecond_timestamps_are_accepted(tracker, backend):
         ("loss", 1, 2.0, 1_700_000_000_123),
         ("acc", 0, 0.5, 1_700_000_000_456),
     ]
+
+
+def test_a_datetime_timestamp_keeps_its_exact_millisecond_and_refuses_before_1970(tracker, backend):
+    # float seconds give 1074498736349 for this moment: one millisecond lost
+    when = dt.datetime(2004, 1, 19, 7, 52, 16, 350000, tzinfo=dt.timezone.utc)
+    with tracker.start_run(experiment="e") as run:
+        run.log_metric("loss", 1.0, timestamp=when)
+        with pytest.raises(InvalidInput, match="timestamp of metric 'loss' is -1000 ms"):
+            run.log_metric(
+                "loss", 2.0, timestamp=dt.datetime(1969, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
+            )
+    assert [m.timestamp for _, ms, _ in backend.batches for m in ms] == [1_074_498_736_350]
 
 
 # -- keys ----------------------------------------------------------------------------------------

@@ -270,26 +270,35 @@ def next_step(key: str, last: int, limit: int) -> int:
     return last + 1
 
 
-def timestamp_ms(key: str, timestamp: Any, limit: int | None = None) -> int:
-    """A metric timestamp in milliseconds since the epoch, from int milliseconds or a datetime;
-    at most ``limit`` (the backend's ``max_timestamp``) when given."""
-    timestamp = _numpy_item(timestamp)
-    if isinstance(timestamp, _dt.datetime):
-        if timestamp.tzinfo is None:
-            timestamp = timestamp.astimezone()
-        return int(timestamp.timestamp() * 1000)
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MS = _dt.timedelta(milliseconds=1)
+
+
+def timestamp_ms(key: str, timestamp: Any, limit: int | None = None, *, what: str = "") -> int:
+    """A metric timestamp in milliseconds since the epoch, from int milliseconds or a datetime
+    (naive: local time); at least 0, and at most ``limit`` (the backend's ``max_timestamp``)
+    when given. ``what`` names the value in messages (default: the timestamp of metric
+    ``key``), for the other times trackkit takes, such as a run's ``start_time``."""
+    value = _numpy_item(timestamp)
+    if isinstance(value, _dt.datetime):
+        moment = value if value.tzinfo is not None else value.astimezone()
+        # exact: float seconds (datetime.timestamp()) drop a millisecond now and then
+        ms = int((moment - _EPOCH) // _MS)
+    elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInput(
-            f"timestamp of metric {key!r} must be a datetime or non-negative int milliseconds "
-            f"since the epoch, got {_describe(timestamp)} (for time.time() use "
+            f"{what or f'timestamp of metric {key!r}'} must be a datetime or non-negative int "
+            f"milliseconds since the epoch, got {_describe(value)} (for time.time() use "
             "int(time.time() * 1000))"
         )
-    if limit is not None and timestamp > limit:
+    else:
+        ms = value
+    if ms < 0 or (limit is not None and ms > limit):
+        stored = "0 or more" if limit is None else f"0 to {limit}"
         raise InvalidInput(
-            f"timestamp of metric {key!r} is {timestamp}, past the highest this backend stores "
-            f"({limit} ms); pass milliseconds since the epoch"
+            f"{what or f'timestamp of metric {key!r}'} is {ms} ms since the epoch, outside "
+            f"what this backend stores ({stored}); pass milliseconds since the epoch"
         )
-    return timestamp
+    return ms
 
 
 def jsonable(obj: Any, where: str = "value") -> Any:

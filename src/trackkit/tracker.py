@@ -322,22 +322,9 @@ class Tracker:
         if run_id is not None:
             raise InvalidInput("pass start_time to start a new run, not with run_id")
         require(self.backend, "run_times", "start_run(start_time=...)", "keep the time in a tag")
-        if isinstance(start_time, datetime):  # naive: local time, as log_metric's timestamps
-            started = search.epoch_ms(start_time if start_time.tzinfo else start_time.astimezone())
-            assert started is not None
-            return started
+        # naive: local time, as log_metric's timestamps
         limit = self.backend.limits.max_timestamp
-        if (
-            isinstance(start_time, bool)
-            or not isinstance(start_time, int)
-            or start_time < 0
-            or (limit is not None and start_time > limit)
-        ):
-            raise InvalidInput(
-                "start_time must be a datetime or non-negative int milliseconds since the epoch"
-                f"{'' if limit is None else f' (at most {limit})'}, got {start_time!r}"
-            )
-        return start_time
+        return normalize.timestamp_ms("", start_time, limit, what="start_time")
 
     def _parent_id(self, parent: Run | str | None, run_id: str | None) -> str | None:
         """The backend id of ``parent`` (a local id while it exists only locally)."""

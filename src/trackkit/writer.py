@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from trackkit import journal as jn
+from trackkit import normalize
 from trackkit._secrets import redact
 from trackkit.backend import end_run as end_backend_run
 from trackkit.backend import start_run as start_backend_run
@@ -257,8 +258,10 @@ def _kept_time(backend: Backend, ms: Any) -> int | None:
     untrusted input: anything else in it is ignored, not sent."""
     if not backend.capabilities.run_times or type(ms) is not int:
         return None
-    limit = backend.limits.max_timestamp
-    return ms if ms >= 0 and (limit is None or ms <= limit) else None
+    try:
+        return normalize.timestamp_ms("", ms, backend.limits.max_timestamp, what="a run time")
+    except InvalidInput:
+        return None
 
 
 def deliver(
