@@ -24,12 +24,19 @@ def switch(name: str, default: bool) -> bool:
     Raises:
         InvalidInput: any other value.
     """
-    raw = os.environ.get(name, "").strip().lower()
+    raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    if raw in TRUE or raw in FALSE:
-        return raw in TRUE
-    raise InvalidInput(f"${name} must be one of {', '.join(TRUE + FALSE)}, got {raw!r}")
+    on = _on_off(raw)
+    if on is None:
+        raise InvalidInput(f"${name} must be one of {', '.join(TRUE + FALSE)}, got {raw!r}")
+    return on
+
+
+def _on_off(text: str) -> bool | None:
+    """``text`` as on (True) or off (False), in any case; None when it is neither."""
+    word = text.strip().lower()
+    return True if word in TRUE else False if word in FALSE else None
 
 
 def on_off(name: str, value: object) -> bool:
@@ -41,8 +48,9 @@ def on_off(name: str, value: object) -> bool:
     """
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
-        return value.strip().lower() in TRUE
+    on = _on_off(value) if isinstance(value, str) else None
+    if on is not None:
+        return on
     raise InvalidInput(
         f"{name} must be True or False (as text: {', '.join(TRUE + FALSE)}), got {value!r}"
     )
