@@ -253,7 +253,7 @@ def last_active_run() -> RunInfo | None:
     run = active_run() or _last
     if run is None:
         return None
-    return run.tracker.get_run(run.outbox.run_id or run.id)
+    return run.tracker.get_run(run.id)
 
 
 def end_run(status: str = "FINISHED") -> None:

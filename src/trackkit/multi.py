@@ -291,20 +291,7 @@ class MultiTracker(Tracker):
     def _lane_id(self, run_id: str, name: str) -> str:
         """The id, on backend ``name``, of the run that has ``run_id`` on any backend (as far as
         this tracker started it); else ``run_id`` itself."""
-        runs = self._runs.get(run_id) if isinstance(run_id, str) else None
-        if runs is None:
-            runs = next(
-                (
-                    r
-                    for r in self._runs.values()
-                    if any(x.outbox.run_id == run_id for x in r.values())
-                ),
-                None,
-            )
-        if runs is None or name not in runs:
-            return run_id
-        run = runs[name]
-        return run.outbox.run_id or run.id
+        return self.run_ids(run_id).get(name, run_id) if isinstance(run_id, str) else run_id
 
     def run_ids(self, run_id: str) -> dict[str, str]:
         """Each backend's id of the run that has ``run_id`` on one of them (a run this tracker
@@ -319,7 +306,7 @@ class MultiTracker(Tracker):
                 ),
                 {},
             )
-        return {name: run.outbox.run_id or run.id for name, run in runs.items()}
+        return {name: run.id for name, run in runs.items()}
 
     def _report(self, name: str, operation: str, why: str, stacklevel: int = 3) -> None:
         """Warn once per backend and operation that ``operation`` was not done on ``name``."""
@@ -933,7 +920,7 @@ class MultiRun(Run):
     @property
     def ids(self) -> dict[str, str]:
         """Each backend's run id (a ``local-...`` id while it exists only locally)."""
-        return {name: run.outbox.run_id or run.id for name, run in self.runs.items()}
+        return {name: run.id for name, run in self.runs.items()}
 
     def __repr__(self) -> str:
         state = self.status or "RUNNING"

@@ -335,7 +335,7 @@ class Tracker:
         if isinstance(parent, Run):
             if parent.tracker.backend is not self.backend:
                 raise InvalidInput(f"the parent run {parent.id} belongs to another tracker")
-            found = parent.outbox.run_id or parent.id
+            found = parent.id
         elif isinstance(parent, str) and parent.strip():
             found = parent
         else:

@@ -39,7 +39,7 @@ def start_trial(name: str, nested: bool, tags: Mapping[str, Any] | None = None) 
     all_tags = dict(tags or {})
     if parent is None:
         return fluent.start_run(name=name, tags=all_tags)
-    all_tags[SEARCH_RUN_TAG] = parent.outbox.run_id or parent.id
+    all_tags[SEARCH_RUN_TAG] = parent.id
     # on the search run's tracker, which may not be the default one (`with tracker.start_run()`)
     if all(backend.capabilities.nested_runs for backend in parent.backends()):
         return fluent.start_active_run(parent.tracker, name=name, tags=all_tags, parent=parent)
