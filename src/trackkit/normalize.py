@@ -292,11 +292,15 @@ def timestamp_ms(key: str, timestamp: Any, limit: int | None = None, *, what: st
         )
     else:
         ms = value
-    if ms < 0 or (limit is not None and ms > limit):
-        stored = "0 or more" if limit is None else f"0 to {limit}"
+    if ms < 0:  # a datetime before 1970
         raise InvalidInput(
-            f"{what or f'timestamp of metric {key!r}'} is {ms} ms since the epoch, outside "
-            f"what this backend stores ({stored}); pass milliseconds since the epoch"
+            f"{what or f'timestamp of metric {key!r}'} is {ms} ms, before the epoch (1970), "
+            "which backends do not store"
+        )
+    if limit is not None and ms > limit:
+        raise InvalidInput(
+            f"{what or f'timestamp of metric {key!r}'} is {ms}, past the highest this backend "
+            f"stores ({limit} ms); pass milliseconds since the epoch"
         )
     return ms
 
